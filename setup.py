@@ -1,0 +1,43 @@
+"""skpo-verl: SKPO (Skip-Connected Policy Optimization) as a plugin for verl 0.9.1.
+
+`patches/` holds the version-pinned verl shims; it is installed as `skpo_verl.patches`
+so the repository layout stays as designed while the code imports as one package.
+"""
+
+from setuptools import find_packages, setup
+
+SUPPORTED_VERL = "0.9.1"
+
+setup(
+    name="skpo-verl",
+    version="0.1.0",
+    description="Skip-Connected Policy Optimization (SKPO) for verl, as a plugin",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["skpo_verl", "skpo_verl.*"]) + ["skpo_verl.patches"],
+    package_dir={"skpo_verl.patches": "patches"},
+    include_package_data=True,
+    install_requires=[
+        f"verl=={SUPPORTED_VERL}",
+        # verl 0.9.1's V1 trainer imports these but declares them only in its `verl-core` extra.
+        "TransferQueue>=0.1.10",
+        "cachetools",
+        "pyzmq",
+        "msgspec",
+        "fastapi",
+        "uvicorn",
+        "hydra-core",
+        "omegaconf",
+        "numpy",
+        "pandas",
+        "pyarrow",
+        "tqdm",
+        "matplotlib",
+        "math-verify",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-asyncio", "pytest-timeout"],
+        "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],
+        "sglang": [f"verl[sglang]=={SUPPORTED_VERL}"],
+    },
+    entry_points={"verl.plugins": ["skpo = skpo_verl.plugin"]},
+)

@@ -1,0 +1,165 @@
+"""SKPO's configuration: the `algorithm.skpo` section, with the paper's numbers as defaults.
+
+Every default is written once, here. Users override any of them with Hydra, e.g.
+`+algorithm.skpo.selection=extreme` (the `+` is needed because verl's own config schema
+does not know the `skpo` section). `docs/config.md` documents each key.
+
+This module imports nothing from verl: the driver, the agent loop and the loss all read
+the same dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SPLIT_RULES = ("adaptive", "fixed")
+SELECTION_RULES = ("median", "extreme")
+CONDITIONING_MODES = ("skip", "continual", "unconditional")
+SKIP_FORMATS = ("tokens", "chat")
+UPSTREAM_REWARDS = ("mc_mean", "single")
+DIVERGENCE_MEASURES = ("steps",)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Per-prompt value and length trackers (SKPO.md §4, SPO's Beta/EMA tracker)."""
+
+    rho_min: float = 0.875
+    rho_max: float = 0.96
+    # How far the policy moved since it last acted on a prompt. "steps": D = training steps
+    # since the prompt was last seen, with the SKPO appendix's half-life of 8.0 steps; it
+    # costs nothing to measure. See docs/config.md for why this is the default.
+    divergence: str = "steps"
+    half_life: float = 8.0
+    # SKPO starts every prompt at V = 0 in reward space (0.5 in tracker space) and lets the
+    # first observation overwrite it: no offline n0 warm-up.
+    initial_value: float = 0.0
+    initial_length: float = 1024.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The asymmetric loss (SKPO.md §5)."""
+
+    upstream_weight: float = 0.5
+    downstream_weight: float = 0.5
+    upstream_clip: float = 0.2
+    downstream_clip_low: float = 0.2
+    downstream_clip_high: float = 0.28
+
+
+@dataclass(frozen=True)
+class SKPOConfig:
+    """The `algorithm.skpo` section. The group size G is verl's `actor_rollout_ref.rollout.n`."""
+
+    # Split length t ~ U[split_low * L_q, split_high * L_q]; "fixed" alternates the two ends by step.
+    split_rule: str = "adaptive"
+    split_low: float = 1.0 / 6.0
+    split_high: float = 0.5
+    # Kept segment: "median" = candidate whose mean NLL is closest to the median;
+    # "extreme" alternates the min- and max-NLL candidate by step (Table 2 ablation).
+    selection: str = "median"
+    # Downstream input: "skip" = [s, q]; "continual" = q then s as a hard prefix;
+    # "unconditional" = q alone.
+    conditioning: str = "skip"
+    # How [s, q] is built in skip mode: "tokens" = segment tokens then the original prompt
+    # tokens (the paper); "chat" = the decoded segment inside the user turn, before the problem.
+    skip_format: str = "tokens"
+    # Upstream reward R_I: "mc_mean" = mean of the G downstream rewards; "single" = the
+    # reward of one downstream answer only (the paper's "w/o MC" ablation).
+    upstream_reward: str = "mc_mean"
+    adv_eps: float = 1e-6
+    # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps. Off by default.
+    prioritized_sampling: bool = False
+    priority_eps: float = 0.05
+    seed: int = 0
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        _check_choice("split_rule", self.split_rule, SPLIT_RULES)
+        _check_choice("selection", self.selection, SELECTION_RULES)
+        _check_choice("conditioning", self.conditioning, CONDITIONING_MODES)
+        _check_choice("skip_format", self.skip_format, SKIP_FORMATS)
+        _check_choice("upstream_reward", self.upstream_reward, UPSTREAM_REWARDS)
+        _check_choice("tracker.divergence", self.tracker.divergence, DIVERGENCE_MEASURES)
+        if not 0.0 < self.split_low <= self.split_high:
+            raise ValueError(
+                f"algorithm.skpo.split_low={self.split_low} and split_high={self.split_high} must satisfy "
+                "0 < split_low <= split_high (the paper uses 1/6 and 1/2)."
+            )
+        if not 0.0 < self.tracker.rho_min <= self.tracker.rho_max <= 1.0:
+            raise ValueError(
+                f"algorithm.skpo.tracker.rho_min={self.tracker.rho_min} and rho_max={self.tracker.rho_max} "
+                "must satisfy 0 < rho_min <= rho_max <= 1 (the paper uses 0.875 and 0.96)."
+            )
+        if self.tracker.half_life <= 0:
+            raise ValueError(f"algorithm.skpo.tracker.half_life={self.tracker.half_life} must be > 0.")
+        if not -1.0 <= self.tracker.initial_value <= 1.0:
+            raise ValueError(
+                f"algorithm.skpo.tracker.initial_value={self.tracker.initial_value} is a reward in [-1, 1]."
+            )
+        if self.tracker.initial_length < 1:
+            raise ValueError(f"algorithm.skpo.tracker.initial_length={self.tracker.initial_length} must be >= 1.")
+        if self.loss.upstream_weight < 0 or self.loss.downstream_weight < 0:
+            raise ValueError("algorithm.skpo.loss.upstream_weight and downstream_weight must be >= 0.")
+        if self.priority_eps <= 0:
+            raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any] | None) -> "SKPOConfig":
+        """Build from the `algorithm.skpo` mapping, rejecting unknown keys by name."""
+        section = dict(section or {})
+        tracker = _build(TrackerConfig, section.pop("tracker", None), "algorithm.skpo.tracker")
+        loss = _build(LossConfig, section.pop("loss", None), "algorithm.skpo.loss")
+        top = _build(cls, section, "algorithm.skpo", tracker=tracker, loss=loss)
+        return top
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def skpo_config_from_algorithm(algorithm_config: Any) -> SKPOConfig:
+    """Read `algorithm.skpo` from verl's algorithm config (a DictConfig or a plain mapping)."""
+    section = _get(algorithm_config, "skpo")
+    if section is not None and not isinstance(section, Mapping):
+        section = _to_container(section)
+    return SKPOConfig.from_mapping(section)
+
+
+def _build(cls, section: Mapping[str, Any] | None, path: str, **fixed: Any):
+    section = dict(_to_container(section) or {})
+    names = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ValueError(
+            f"Unknown key(s) {', '.join(f'{path}.{k}' for k in unknown)}. "
+            f"Valid keys under {path}: {', '.join(sorted(names))} (see docs/config.md)."
+        )
+    return cls(**section, **fixed)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"algorithm.skpo.{key}={value!r} is not one of {', '.join(choices)}.")
+
+
+def _get(config: Any, key: str) -> Any:
+    if config is None:
+        return None
+    if hasattr(config, "get"):
+        return config.get(key, None)
+    return getattr(config, key, None)
+
+
+def _to_container(value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    except (ImportError, ValueError):
+        return dict(value)

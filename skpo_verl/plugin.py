@@ -1,0 +1,37 @@
+"""The `verl.plugins` entry point: arms SKPO's registrations and shims.
+
+verl imports this module in every process on `import verl` (verl/__init__.py, l.55-76)
+and swallows any exception at DEBUG level. So this module does no work of its own: each
+line below names a verl module and the hook that adapts it, run right after verl imports
+that module. A hook that fails is printed on stderr and recorded; the driver refuses to
+start SKPO when any hook failed (see `skpo_verl.patches.trainer_v1`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from skpo_verl.patches import when_imported
+
+# (verl module, "our_module:function") — the function receives the imported verl module.
+HOOKS = (
+    ("verl.trainer.ppo.core_algos", "skpo_verl.registration:register_estimator_and_loss"),
+    ("verl.workers.engine_workers", "skpo_verl.patches.ppo_loss_roles:install"),
+    ("verl.workers.engine.base", "skpo_verl.patches.engine_role_counts:install"),
+    ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
+    ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),
+)
+
+
+def _lazy(target: str):
+    module_name, function_name = target.split(":")
+
+    def hook(module):
+        getattr(importlib.import_module(module_name), function_name)(module)
+
+    hook.__qualname__ = target
+    return hook
+
+
+for _verl_module, _target in HOOKS:
+    when_imported(_verl_module, _lazy(_target), name=_target)
