@@ -22,7 +22,8 @@ CFG = TrackerConfig()  # rho in [0.875, 0.96], half-life 8 steps
 
 def test_forgetting_factor_inside_bounds_is_two_to_minus_d_over_half_life():
     # 2^(-1/8) = 0.917004043204671..., inside [0.875, 0.96]
-    assert forgetting_factor(1.0, CFG.half_life, CFG.rho_min, CFG.rho_max) == pytest.approx(0.9170040432046712, abs=1e-15)
+    rho = forgetting_factor(1.0, CFG.half_life, CFG.rho_min, CFG.rho_max)
+    assert rho == pytest.approx(0.9170040432046712, abs=1e-15)
 
 
 def test_forgetting_factor_clips_at_both_bounds():

@@ -145,7 +145,9 @@ class _DiscountedMeanTracker:
         keys = [_plain_key(k) for k in state["keys"]]
         columns = (state["sums"], state["counts"], state["last_seen"])
         if any(len(column) != len(keys) for column in columns):
-            raise ValueError(f"{type(self).__name__} state is malformed: keys, sums, counts, last_seen differ in length.")
+            raise ValueError(
+                f"{type(self).__name__} state is malformed: keys, sums, counts and last_seen differ in length."
+            )
         self._sum = {k: float(s) for k, s in zip(keys, state["sums"])}
         self._count = {k: float(n) for k, n in zip(keys, state["counts"])}
         self._last_seen = {k: int(t) for k, t in zip(keys, state["last_seen"])}
