@@ -15,8 +15,9 @@ from skpo_verl.config import SKPOConfig
 from skpo_verl.state import SKPOState
 state = SKPOState(SKPOConfig())
 state.load(sys.argv[1])
+loaded = state.state_dict()
 after = state.split_lengths(list(range(20)), step=99).tolist()
-pickle.dump({"state": state.state_dict(), "draws": after}, open(sys.argv[2], "wb"))
+pickle.dump({"state": loaded, "draws": after}, open(sys.argv[2], "wb"))
 """
 
 

@@ -134,7 +134,7 @@ def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(
     tq = transfer_queue
     trainer = _trainer(step=5)
     trainer._compute_advantage(_put_batch(tq), {})
-    tq.kv_clear(keys=tq.kv_list("train")["train"].keys(), partition_id="train")
+    tq.kv_clear(keys=list(tq.kv_list("train")["train"]), partition_id="train")
 
     trainer.global_steps = 13  # 8 steps later = one half-life: rho = 0.5 → clipped to rho_min 0.875
     metrics = {}

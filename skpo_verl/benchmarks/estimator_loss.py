@@ -78,7 +78,9 @@ def main() -> None:
     mask, token_rewards, old_log_prob, log_prob = synthetic_batch(args.prompts, args.rows, args.tokens)
     rows = skpo_rows(args.prompts, args.rows)
     uid = rows.groups
-    actor = omega_conf_to_dataclass(compose_ppo_config([]).actor_rollout_ref.actor)
+    actor = omega_conf_to_dataclass(
+        compose_ppo_config(["actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"]).actor_rollout_ref.actor
+    )
     actor.global_batch_info.update(dp_size=1, batch_num_tokens=int(mask.sum()), global_batch_size=len(uid))
     upstream = torch.from_numpy(rows.is_upstream)
     roles = MicroBatchRoles(
