@@ -193,11 +193,9 @@ def rows_from_fields(data, is_padding) -> "SKPORows":
         is_padding=np.asarray(is_padding, dtype=bool),
         segment_lengths=column(R.SEGMENT_LENGTH, np.int64),
         split_lengths=column(R.SPLIT_LENGTH, np.int64),
-        extra={
-            "segment_nll": column(R.SEGMENT_NLL, np.float64),
-            "candidate_tokens": column(R.CANDIDATE_TOKENS, np.float64),
-            "early_eos_candidates": column(R.EARLY_EOS_CANDIDATES, np.float64),
-        },
+        segment_nll=column(R.SEGMENT_NLL, np.float64),
+        candidate_tokens=column(R.CANDIDATE_TOKENS, np.int64),
+        early_eos_candidates=column(R.EARLY_EOS_CANDIDATES, np.int64),
     )
 
 

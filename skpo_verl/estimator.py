@@ -9,7 +9,7 @@ key and session, and the driver's trackers; the V1 trainer shim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -32,7 +32,10 @@ class SKPORows:
     is_padding: np.ndarray  # bool [B]: rows verl appended to fill mini-batches
     segment_lengths: np.ndarray  # int [B]
     split_lengths: np.ndarray  # int [B]
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # rollout statistics for metrics
+    # Rollout statistics, for metrics only (one value per prompt, repeated on its rows).
+    segment_nll: Optional[np.ndarray] = None  # float [B]
+    candidate_tokens: Optional[np.ndarray] = None  # int [B]
+    early_eos_candidates: Optional[np.ndarray] = None  # int [B]
 
 
 def compute_skpo_advantage(
@@ -150,8 +153,11 @@ def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths,
         "skpo/tracker/prompts": len(state.values),
         "skpo/split_length_mean": _mean(rows.split_lengths[up]),
     }
-    for name, values in rows.extra.items():
-        out[f"skpo/rollout/{name}_mean"] = _mean(np.asarray(values)[up])
+    if rows.segment_nll is not None:
+        answers_per_prompt = down.sum() / max(up.sum(), 1)
+        out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
+        out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
+        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / answers_per_prompt)
     return out
 
 
