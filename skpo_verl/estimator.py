@@ -47,6 +47,7 @@ def compute_skpo_advantage(
     skpo_state: Optional[SKPOState] = None,
     global_step: int = 0,
     metrics: Optional[dict] = None,
+    logprob_divergences: Optional[dict] = None,
     **unused: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
@@ -57,6 +58,7 @@ def compute_skpo_advantage(
         config: verl's `algorithm` config; its `skpo` section is read.
         skpo_rows, skpo_state: supplied by the V1 trainer shim (see module doc).
         metrics: updated in place with `skpo/*` metrics when given.
+        logprob_divergences: prompt key -> D, for `tracker.divergence=logprob` (measured by the shim).
     Returns:
         (advantages, returns), both [B, T], the row's scalar advantage on its response tokens.
     """
@@ -85,7 +87,8 @@ def compute_skpo_advantage(
     adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
 
     observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
-    rhos = np.array([skpo_state.forgetting(k, global_step) for k in up_keys], dtype=np.float64)
+    divergences = logprob_divergences or {}
+    rhos = np.array([skpo_state.forgetting(k, global_step, divergences.get(k)) for k in up_keys], dtype=np.float64)
     for key, reward, length, rho in zip(up_keys, up_rewards, observed_lengths, rhos):
         skpo_state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
         skpo_state.lengths.update(key, float(length), float(rho), global_step)
