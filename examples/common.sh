@@ -17,6 +17,7 @@
 : "${NNODES:=1}"
 : "${PROJECT:=skpo}"
 : "${CKPT_DIR:=checkpoints}"
+: "${LOGGER:=[console,wandb]}"
 
 # --- the paper's numbers (SKPO.md §6) ---
 TRAIN_STEPS=500
@@ -96,7 +97,7 @@ add_paper_settings() {
   add trainer.project_name="$PROJECT" trainer.experiment_name="$EXPERIMENT"
   add trainer.default_local_dir="$CKPT_DIR/$PROJECT/$EXPERIMENT"
   add trainer.save_freq=100 trainer.test_freq=50 trainer.val_before_train=False
-  add "trainer.logger=[console,wandb]"
+  add "trainer.logger=$LOGGER"
 }
 
 # SKPO itself: estimator, loss, agent loop. Paper defaults for algorithm.skpo.* come from

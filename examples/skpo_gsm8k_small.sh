@@ -13,6 +13,7 @@ VAL_FILES=${VAL_FILES:-$DATA_DIR/gsm8k_test.parquet}
 N_GPUS=${N_GPUS:-1}
 NNODES=1
 EXPERIMENT=${EXPERIMENT:-skpo_gsm8k_small}
+LOGGER=${LOGGER:-[console]}
 STEPS=${STEPS:-100}
 PROMPTS=32
 SMALL_RESPONSE_LENGTH=512
@@ -26,5 +27,4 @@ add data.max_response_length="$SMALL_RESPONSE_LENGTH"
 add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=8192
 add actor_rollout_ref.rollout.gpu_memory_utilization=0.4
 add trainer.total_training_steps="$STEPS" trainer.save_freq=-1 trainer.test_freq=25
-add "trainer.logger=[console]"
 run_verl "$@"

@@ -38,6 +38,8 @@ import re
 import threading
 from typing import Any
 
+import numpy as np
+
 CORRECT = 1.0
 INCORRECT = -1.0
 DEFAULT_TIMEOUT_S = 5
@@ -94,7 +96,7 @@ def ground_truth_text(ground_truth: Any) -> str:
     """The ground truth as one string; lists (OlympiadBench's several answers) are comma-joined."""
     if ground_truth is None:
         return ""
-    if isinstance(ground_truth, (list, tuple)) or type(ground_truth).__name__ == "ndarray":
+    if isinstance(ground_truth, (list, tuple, np.ndarray)):
         return ", ".join(strip_math_delimiters(str(item)) for item in ground_truth if str(item).strip())
     if isinstance(ground_truth, float) and ground_truth.is_integer():
         return str(int(ground_truth))

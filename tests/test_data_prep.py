@@ -171,3 +171,22 @@ def test_converter_keeps_input_order_for_stable_indices():
     raw = pd.DataFrame({"question": ["b", "a", "c"], "answer": ["#### 1", "#### 2", "#### 3"]})
     rows, _ = convert(raw, SOURCES["gsm8k_test"])
     assert [(info["problem"], info["index"]) for info in rows["extra_info"]] == [("b", 0), ("a", 1), ("c", 2)]
+
+
+def test_prepare_data_example_writes_every_source_offline(tmp_path):
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for source, name in FIXTURE_FILES.items():
+        os.symlink(os.path.join(FIXTURES, name), raw / (source + os.path.splitext(name)[1]))
+    script = os.path.join(os.path.dirname(FIXTURES), "..", "..", "examples", "prepare_data.sh")
+    environment = {
+        **os.environ,
+        "RAW_DIR": str(raw),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    subprocess.run(["bash", script], env=environment, check=True, capture_output=True)
+    assert len(list((tmp_path / "data").glob("*.parquet"))) == len(FIXTURE_FILES)

@@ -19,10 +19,12 @@ from skpo_verl.config import SKPOConfig
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 VERL_CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+# Training launchers: the scripts that start verl through common.sh's run_verl.
 LAUNCHERS = sorted(
-    os.path.relpath(path, EXAMPLES) for path in glob.glob(os.path.join(EXAMPLES, "**", "*.sh"), recursive=True)
+    os.path.relpath(path, EXAMPLES)
+    for path in glob.glob(os.path.join(EXAMPLES, "**", "*.sh"), recursive=True)
+    if "\nrun_verl " in open(path).read()
 )
-LAUNCHERS.remove("common.sh")
 PAPER_LAUNCHERS = [name for name in LAUNCHERS if name != "skpo_gsm8k_small.sh"]
 SKPO_LAUNCHERS = [name for name in LAUNCHERS if "skpo" in name or name.startswith("ablations/")]
 # Sections verl 0.9.1 turns into its dataclasses at start-up (validate_config does the actor;
@@ -78,6 +80,10 @@ def validate_like_verl(config) -> None:
     resolve_reward_manager_cls(config)
     reward_fn = get_custom_reward_fn(config)
     assert reward_fn(data_source="math_dapo", solution_str="Answer: 4", ground_truth="4", extra_info={})["score"] == 1.0
+
+
+def test_training_launchers_are_found():
+    assert len(LAUNCHERS) == 12  # 2 SKPO, 5 baselines, 4 ablations, 1 small run
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
