@@ -206,3 +206,14 @@ def test_unknown_base_model_is_refused_with_the_choices():
     )
     assert result.returncode != 0
     assert b"qwen2.5-math-7b, llama3.2-3b-instruct or custom" in result.stderr
+
+
+def test_reward_timeout_reaches_the_reward_through_verls_reward_kwargs():
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    config = compose_verl(
+        launcher_overrides("baselines/grpo.sh", "+reward.custom_reward_function.reward_kwargs.timeout_s=2")
+    )
+    reward_fn = get_custom_reward_fn(config)
+    assert reward_fn.args[1] == {"timeout_s": 2}  # verl's partial(_call_with_kwargs, raw_fn, reward_kwargs)
+    assert reward_fn(data_source="gsm8k", solution_str="\\boxed{3}", ground_truth="3", extra_info={})["acc"] == 1.0
