@@ -189,7 +189,3 @@ def load_from_hub(source: Source) -> pd.DataFrame:
         ) from error
     return dataset.to_pandas()
 
-
-def write_parquet(rows: pd.DataFrame, path: str) -> None:
-    rows.to_parquet(path, index=False)
-

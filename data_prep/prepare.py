@@ -50,7 +50,8 @@ def local_file(source_name: str, args: argparse.Namespace) -> str | None:
         if os.path.exists(path):
             return path
     raise FileNotFoundError(
-        f"No {source_name}{{{','.join(LOCAL_SUFFIXES)}}} in {args.input_dir}; add it or drop --input-dir to use the Hub."
+        f"No {source_name}{{{','.join(LOCAL_SUFFIXES)}}} in {args.input_dir}; "
+        "add it, or drop --input-dir to read the Hub."
     )
 
 

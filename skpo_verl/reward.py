@@ -51,7 +51,10 @@ _ANSWER_LINE = re.compile(
     r"^[ \t>*#_]*(?:final\s+answer|answer)[ \t*_]*[:：][ \t*_]*(?P<answer>.+?)[ \t*_]*$",
     re.IGNORECASE | re.MULTILINE,
 )
-_FINAL_ANSWER_IS = re.compile(r"final answer is[ \t:]*(?P<answer>.+?)(?:\.\s*$|\.\s+I hope|$)", re.IGNORECASE | re.MULTILINE)
+# Minerva-style closing sentence: "Final Answer: The final answer is $27$. I hope it is correct."
+_FINAL_ANSWER_IS = re.compile(
+    r"final answer is[ \t:]*(?P<answer>.+?)(?:\.\s*$|\.\s+I hope|$)", re.IGNORECASE | re.MULTILINE
+)
 _MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
@@ -106,15 +109,19 @@ def ground_truth_text(ground_truth: Any) -> str:
 def extract_final_answer(text: str) -> str | None:
     """The response's final answer: whichever of the last `\\boxed{}` / `Answer:` line ends last.
 
-    An `Answer:` line that itself contains a `\\boxed{}` yields the boxed content.
+    An `Answer:` line that itself contains a `\\boxed{}` (or "the final answer is X") yields that content.
     """
     candidates = [found for found in (_last_boxed(text), _last_answer_line(text)) if found is not None]
     if not candidates:
         return None
     _, answer = max(candidates)
     inner = _last_boxed(answer)
-    answer = strip_math_delimiters(inner[1] if inner is not None else answer)
-    return answer or None
+    phrase = _FINAL_ANSWER_IS.search(answer)
+    if inner is not None:
+        answer = inner[1]
+    elif phrase is not None:
+        answer = phrase.group("answer")
+    return strip_math_delimiters(answer) or None
 
 
 def _last_boxed(text: str) -> tuple[int, str] | None:

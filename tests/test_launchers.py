@@ -90,7 +90,8 @@ def test_training_launchers_are_found():
 def test_launcher_composes_with_verl_and_passes_its_validation(name):
     config = composed(name)
     validate_like_verl(config)
-    assert config.data.train_files == "/data/skpo/gsm8k_train.parquet" if "gsm8k" in name else "/data/skpo/dapo_math.parquet"
+    expected_train_file = "gsm8k_train.parquet" if "gsm8k" in name else "dapo_math.parquet"
+    assert config.data.train_files == f"/data/skpo/{expected_train_file}"
 
 
 @pytest.mark.parametrize("name", PAPER_LAUNCHERS)

@@ -108,7 +108,10 @@ def test_works_in_worker_threads_like_verls_reward_manager():
     async def score_in_executor():
         loop = asyncio.get_running_loop()
         return await asyncio.gather(
-            *(loop.run_in_executor(None, lambda: compute_score("math500", "\\boxed{0.5}", "\\frac{1}{2}")) for _ in range(8))
+            *(
+                loop.run_in_executor(None, lambda: compute_score("math500", "\\boxed{0.5}", "\\frac{1}{2}"))
+                for _ in range(8)
+            )
         )
 
     results = asyncio.run(score_in_executor())
@@ -132,6 +135,7 @@ def test_a_hanging_comparison_times_out_in_a_thread():
         ("Answer: \\boxed{9}", "9"),
         ("\\boxed{1}\nAnswer: 2", "2"),
         ("Answer: 2\n\\boxed{1}", "1"),
+        ("Final Answer: The final answer is $27$. I hope it is correct.", "27"),
         ("no answer here", None),
     ],
 )
