@@ -92,7 +92,7 @@ add_paper_settings() {
   add actor_rollout_ref.rollout.gpu_memory_utilization=0.6
   add reward.custom_reward_function.path=pkg://skpo_verl.reward
   add reward.custom_reward_function.name=compute_score
-  add trainer.total_training_steps="$TRAIN_STEPS" trainer.total_epochs=100
+  add trainer.total_training_steps="$TRAIN_STEPS"
   add trainer.n_gpus_per_node="$N_GPUS" trainer.nnodes="$NNODES"
   add trainer.project_name="$PROJECT" trainer.experiment_name="$EXPERIMENT"
   add trainer.default_local_dir="$CKPT_DIR/$PROJECT/$EXPERIMENT"
@@ -122,7 +122,6 @@ add_baseline_settings() {
       add actor_rollout_ref.actor.policy_loss.loss_mode=vanilla
       add actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28
       add algorithm.filter_groups.enable=True algorithm.filter_groups.metric=acc
-      add algorithm.filter_groups.max_num_gen_batches=10
       add reward.reward_manager.name=dapo
       add +reward.reward_kwargs.max_resp_len="$MAX_RESPONSE_LENGTH"
       add +reward.reward_kwargs.overlong_buffer_cfg.enable=True

@@ -7,6 +7,7 @@ import functools
 import glob
 import os
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -160,8 +161,11 @@ def test_baselines_use_verls_own_losses(name, loss_mode, clip_low, clip_high):
 def test_dapo_baseline_builds_verls_dapo_reward_manager():
     from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
 
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
     config = composed("baselines/dapo.sh")
-    assert config.algorithm.filter_groups.enable and config.algorithm.filter_groups.metric == "acc"
+    # The V1 trainer's own check that DAPO's group metric is available at sampling time.
+    assert PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=config)) == "acc"
     manager = resolve_reward_manager_cls(config)(config, tokenizer=None, compute_score=get_custom_reward_fn(config))
     assert manager.overlong_buffer_cfg.len == 512 and manager.max_resp_len == 3072
 
