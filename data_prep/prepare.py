@@ -5,7 +5,8 @@
     skpo-prepare-data --source all --input-dir raw/ --output-dir ~/data/skpo
 
 Writes `<output-dir>/<source>.parquet` and `<output-dir>/<source>.report.json` (every dropped
-or refused row, by id). Exit status 2 when `--strict` and any row was refused.
+or refused row, by id). Exit status 1 on an input error (the message names the fix), 2 when
+`--strict` and any row was refused.
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ def prepare(source_name: str, args: argparse.Namespace) -> Report:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = list(SOURCES) if args.source == "all" else [args.source]
-    reports = [prepare(name, args) for name in names]
+    try:
+        reports = [prepare(name, args) for name in names]
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"skpo-prepare-data: error: {error}", file=sys.stderr)
+        return 1
     refused = sum(report.refused_count for report in reports)
     if args.strict and refused:
         print(f"{refused} rows refused (see the .report.json files); failing because of --strict.", file=sys.stderr)

@@ -190,3 +190,15 @@ def test_prepare_data_example_writes_every_source_offline(tmp_path):
     }
     subprocess.run(["bash", script], env=environment, check=True, capture_output=True)
     assert len(list((tmp_path / "data").glob("*.parquet"))) == len(FIXTURE_FILES)
+
+
+def test_offline_hub_failure_names_the_local_file_option(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert prepare.main(["--source", "math500", "--output-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "Could not load HuggingFaceH4/MATH-500" in error and "pass the file with --input" in error

@@ -107,3 +107,12 @@ def test_generation_without_vllm_says_how_to_proceed(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, as on a CPU machine
     with pytest.raises(RuntimeError, match="skpo-evaluate score --generations"):
         generate("model", str(tmp_path), str(tmp_path / "gen.jsonl"))
+
+
+def test_score_command_reports_a_short_problem_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "gen.jsonl"
+    path.write_text(json.dumps(sample("math500", 0, "\\boxed{2}", "2")) + "\n")
+    results = str(tmp_path / "r.json")
+    args = ["score", "--generations", str(path), "--base-model", "X", "--method", "Y", "--results", results]
+    assert cli.main(args) == 1
+    assert "math500: avg@3 needs 3 samples per problem" in capsys.readouterr().err

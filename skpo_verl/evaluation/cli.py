@@ -77,7 +77,11 @@ def run_render(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    {"generate": run_generate, "score": run_score, "render": run_render}[args.command](args)
+    try:
+        {"generate": run_generate, "score": run_score, "render": run_render}[args.command](args)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"skpo-evaluate: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
