@@ -86,7 +86,7 @@ add_paper_settings() {
   add algorithm.use_kl_in_reward=False
   # Token budget per GPU for dynamic micro-batches: two full-length sequences.
   add actor_rollout_ref.actor.use_dynamic_bsz=True
-  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (SKPO_MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))
+  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * ($1 + MAX_RESPONSE_LENGTH)))
   add actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.temperature=1.0
   add actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
   add actor_rollout_ref.rollout.gpu_memory_utilization=0.6
