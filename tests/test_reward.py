@@ -146,3 +146,27 @@ def test_extract_final_answer(text, answer):
 def test_ground_truth_text_joins_lists_and_drops_float_zero():
     assert ground_truth_text(["$1$", "$2$"]) == "1, 2"
     assert ground_truth_text(27.0) == "27"
+
+
+@pytest.mark.e2e
+def test_inside_a_ray_actors_executor_thread_like_verls_reward_loop_worker():
+    # verl's reward loop workers are Ray actors that call the reward via loop.run_in_executor.
+    ray = pytest.importorskip("ray")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=1, include_dashboard=False)
+
+    @ray.remote
+    class RewardWorker:
+        async def score(self, response: str, ground_truth: str, timeout_s: int) -> str:
+            loop = asyncio.get_running_loop()
+            call = lambda: compute_score("math500", response, ground_truth, None, timeout_s)  # noqa: E731
+            return (await loop.run_in_executor(None, call))["reason"]
+
+    try:
+        worker = RewardWorker.remote()
+        assert ray.get(worker.score.remote("\\boxed{0.5}", "\\frac{1}{2}", 5)) == "correct"
+        assert ray.get(worker.score.remote("\\boxed{9^{9^{9^{9}}}}", "2", 1)) == "timeout"
+    finally:
+        if started_here:
+            ray.shutdown()
