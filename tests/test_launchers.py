@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 
 import verl
 from skpo_verl.config import SKPOConfig
+from skpo_verl.validation import check_not_half_configured, is_skpo_run
+from skpo_verl.validation import validate_config as validate_skpo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
@@ -75,9 +77,12 @@ def validate_like_verl(config) -> None:
     skpo_section = algorithm.pop("skpo", None)
     omega_conf_to_dataclass(OmegaConf.create(algorithm))
     SKPOConfig.from_mapping(skpo_section)
-    if config.algorithm.adv_estimator != "skpo":  # skpo is registered by the plugin (its own tests)
-        core_algos.get_adv_estimator_fn(config.algorithm.adv_estimator)
-        core_algos.get_policy_loss_fn(config.actor_rollout_ref.actor.policy_loss.loss_mode)
+    core_algos.get_adv_estimator_fn(config.algorithm.adv_estimator)
+    core_algos.get_policy_loss_fn(config.actor_rollout_ref.actor.policy_loss.loss_mode)
+    # SKPO's own start-up checks, as the V1 trainer shim runs them.
+    if is_skpo_run(config):
+        validate_skpo_config(config)
+    check_not_half_configured(config)
     resolve_reward_manager_cls(config)
     reward_fn = get_custom_reward_fn(config)
     assert reward_fn(data_source="math_dapo", solution_str="Answer: 4", ground_truth="4", extra_info={})["score"] == 1.0
