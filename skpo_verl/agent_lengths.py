@@ -90,7 +90,11 @@ def check_lengths(config: Any) -> LengthBudget:
         problems.append(
             f"downstream prompts [s, q] reach {worst_prompt} tokens (data.max_prompt_length={dataset_prompt_length} "
             f"+ split length up to {t_max}"
-            + (f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack" if worst_prompt - dataset_prompt_length > t_max else "")
+            + (
+                f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack"
+                if worst_prompt - dataset_prompt_length > t_max
+                else ""
+            )
             + f"), more than actor_rollout_ref.rollout.prompt_length={prompt_length} (it defaults to "
             f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more)."
         )

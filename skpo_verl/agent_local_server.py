@@ -145,7 +145,7 @@ def compose_rollout_config(model_dir: str, overrides: Sequence[str] = ()):
 
 
 def instantiate_agent_loop(agent_name: str, config, server_manager, tokenizer, hf_model_type: str = "qwen2"):
-    """One agent loop as `AgentLoopWorker._run_agent_loop` builds it: registry entry -> hydra (agent_loop.py l.682-693)."""
+    """One agent loop as `AgentLoopWorker._run_agent_loop` builds it (agent_loop.py l.682-693): registry -> hydra."""
     import hydra
     from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap, _agent_loop_registry
     from verl.utils.dataset.rl_dataset import RLHFDataset

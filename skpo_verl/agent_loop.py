@@ -44,7 +44,6 @@ from verl.experimental.agent_loop.agent_loop import (
     AgentLoopMetrics,
     AgentLoopOutput,
     AgentLoopWorker,
-    register as register_agent_loop,
 )
 from verl.workers.rollout.replica import TokenOutput
 
@@ -105,7 +104,7 @@ class KeptSegment:
 
 
 # True while AgentLoopWorker._run_agent_loop runs a validation session (set by the wrapper below,
-# which `register` installs before it registers the class, so a registered skpo_agent always has it).
+# which `install` sets up before it registers the class, so a registered skpo_agent always has it).
 _validating: contextvars.ContextVar[bool] = contextvars.ContextVar("skpo_validating", default=False)
 
 
@@ -127,7 +126,9 @@ class _PromptGroup:
             self.failure.set_result((session_id, error))
         if not self.segment.done():
             self.segment.set_exception(
-                SKPORolloutError(f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready")
+                SKPORolloutError(
+                    f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready"
+                )
             )
             self.segment.exception()  # retrieved here so asyncio does not warn when no sibling is waiting
 
@@ -221,7 +222,9 @@ class SKPOAgentLoop(AgentLoopBase):
             answer_prompt = await self._downstream_prompt(messages, prompt_ids, segment.token_ids)
             answer = await group.unless_a_sibling_fails(
                 session_id,
-                self._generate(uid, f"answer-{session_id}", answer_prompt, sampling_params, self.response_length, priority),
+                self._generate(
+                    uid, f"answer-{session_id}", answer_prompt, sampling_params, self.response_length, priority
+                ),
             )
         except BaseException as error:
             group.fail(session_id, error)
@@ -282,7 +285,9 @@ class SKPOAgentLoop(AgentLoopBase):
             )
             cfg, length = self.skpo, self.skpo.tracker.initial_length
             if cfg.split_rule == "fixed":
-                split_length = fixed_split_length(length, cfg.split_low, cfg.split_high, int(kwargs.get("global_steps", 0)))
+                split_length = fixed_split_length(
+                    length, cfg.split_low, cfg.split_high, int(kwargs.get("global_steps", 0))
+                )
             else:
                 rng = np.random.default_rng([cfg.seed, zlib.crc32(uid.encode())])
                 split_length = sample_split_length(length, cfg.split_low, cfg.split_high, rng)
@@ -294,7 +299,9 @@ class SKPOAgentLoop(AgentLoopBase):
             )
         return split_length
 
-    async def _downstream_prompt(self, messages: list[dict], prompt_ids: list[int], segment_ids: list[int]) -> list[int]:
+    async def _downstream_prompt(
+        self, messages: list[dict], prompt_ids: list[int], segment_ids: list[int]
+    ) -> list[int]:
         """The answers' input for the configured conditioning (SKPO.md §2.4 and its ablations)."""
         if self.skpo.conditioning == "unconditional":
             ids = list(prompt_ids)
@@ -348,9 +355,7 @@ class SKPOAgentLoop(AgentLoopBase):
         if output.log_probs is None or len(output.log_probs) != len(output.token_ids):
             raise SKPORolloutError(f"{request} returned no per-token log-probs (asked with logprobs=True)")
         if len(output.token_ids) > max_tokens:
-            raise SKPORolloutError(
-                f"{request} returned {len(output.token_ids)} tokens for max_tokens={max_tokens}"
-            )
+            raise SKPORolloutError(f"{request} returned {len(output.token_ids)} tokens for max_tokens={max_tokens}")
         return output
 
     def _request_id(self, uid: str, label: str, priority: int) -> str:
@@ -425,11 +430,11 @@ def _warn_once(message: str) -> None:
         logger.warning(message)
 
 
-def register(agent_loop_module) -> None:
-    """Post-import hook on verl.experimental.agent_loop.agent_loop: register `skpo_agent`, flag validation."""
+def install(agent_loop_module) -> None:
+    """Post-import hook on verl.experimental.agent_loop.agent_loop: flag validation, register `skpo_agent`."""
     require_verl_version("agent_loop")
     _install_validation_flag(agent_loop_module.AgentLoopWorker)
-    register_agent_loop(AGENT_NAME)(SKPOAgentLoop)
+    agent_loop_module.register(AGENT_NAME)(SKPOAgentLoop)
 
 
 def _install_validation_flag(worker_cls: type[AgentLoopWorker]) -> None:

@@ -34,7 +34,9 @@ def tiny(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(directory).eval()
     question = tokenizer.encode(
-        tokenizer.apply_chat_template([{"role": "user", "content": PROBLEM}], add_generation_prompt=True, tokenize=False),
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": PROBLEM}], add_generation_prompt=True, tokenize=False
+        ),
         add_special_tokens=False,
     )
     return SimpleNamespace(dir=directory, tokenizer=tokenizer, model=model, eos=tokenizer.eos_token_id, q=question)
@@ -61,7 +63,9 @@ class Recorder:
         self.calls = []
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
-        output = await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+        output = await self.server.generate(
+            request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
+        )
         self.calls.append((list(prompt_ids), sampling_params["max_tokens"], output))
         return output
 
@@ -83,7 +87,9 @@ class EndsEarly:
         if sampling_params["max_tokens"] == self.split_length:
             index, self.candidates = self.candidates, self.candidates + 1
         if index not in self.lengths:
-            return await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+            return await self.server.generate(
+                request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
+            )
         before_eos = self.lengths[index] - 1
         output = await self.server.generate(
             request_id, prompt_ids=prompt_ids, sampling_params=dict(sampling_params, max_tokens=before_eos), **kwargs
@@ -209,7 +215,9 @@ def test_downstream_prompt_layout_per_conditioning(tiny, overrides, layout):
     else:
         text = tiny.tokenizer.decode(segment, skip_special_tokens=True) + "\n\n" + PROBLEM
         expected = tiny.tokenizer.encode(
-            tiny.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False),
+            tiny.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+            ),
             add_special_tokens=False,
         )
     downstream = [results[0][1], results[1][0], results[2][0]]

@@ -28,10 +28,10 @@ PROMPT_KEYS = [101, 202]  # extra_info.index: SKPO's stable prompt keys
 # verl's custom-reward-function route (reward.custom_reward_function.path/name): +1 for an even
 # number of characters in the decoded answer, -1 otherwise, so both rewards occur and each is
 # recomputable from the stored response.
-REWARD_SOURCE = '''
+REWARD_SOURCE = """
 def parity_reward(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     return 1.0 if len(solution_str) % 2 == 0 else -1.0
-'''
+"""
 
 
 class InProcessActor:
@@ -100,7 +100,9 @@ def dataset_batch(setup, validate=False):
 
     dataset = RLHFDataset(setup.config.data.train_files, setup.tokenizer, setup.config.data)
     batch_dict = collate_fn([dataset[i] for i in range(len(dataset))])
-    batch_dict["uid"] = np.array([f"{'val' if validate else 'train'}-uid-{i}" for i in range(len(dataset))], dtype=object)
+    batch_dict["uid"] = np.array(
+        [f"{'val' if validate else 'train'}-uid-{i}" for i in range(len(dataset))], dtype=object
+    )
     batch = tu.get_tensordict(batch_dict)
     tu.assign_non_tensor_data(batch, "global_steps", 3)
     if validate:
@@ -127,7 +129,9 @@ def generate(setup, batch, partition):
 
 
 def question_ids(tokenizer, problem):
-    text = tokenizer.apply_chat_template([{"role": "user", "content": problem}], add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": problem}], add_generation_prompt=True, tokenize=False
+    )
     return tokenizer.encode(text, add_special_tokens=False)
 
 
@@ -137,13 +141,24 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
     for uid in uids:
         assert listing[uid]["status"] == "finished"
     row_keys = sorted(key for key in listing if key not in uids)
-    expected_keys = sorted(f"{uid}_{s}_{i}" for uid in uids for s, i in [(0, 0), (0, 1), *((s, 0) for s in range(1, G))])
+    expected_keys = sorted(
+        f"{uid}_{s}_{i}" for uid in uids for s, i in [(0, 0), (0, 1), *((s, 0) for s in range(1, G))]
+    )
     assert row_keys == expected_keys
     assert all(listing[key]["status"] == "success" for key in row_keys)
     assert all(isinstance(listing[key]["min_global_steps"], int) for key in row_keys)
 
-    fields = ["prompts", "responses", "response_mask", "rm_scores", "rollout_log_probs", "uid", "index", "session_id",
-              *R.SKPO_FIELDS]
+    fields = [
+        "prompts",
+        "responses",
+        "response_mask",
+        "rm_scores",
+        "rollout_log_probs",
+        "uid",
+        "index",
+        "session_id",
+        *R.SKPO_FIELDS,
+    ]
     data = setup.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=fields)
     rows = {key: i for i, key in enumerate(row_keys)}
     for uid, problem, key, split in zip(uids, PROBLEMS, PROMPT_KEYS, SPLITS):
@@ -194,7 +209,9 @@ def test_validation_rollout_is_plain_single_turn_from_q(setup):
 
     row_keys = sorted(key for key in listing if key not in uids)
     assert row_keys == sorted(f"{uid}_{s}_0" for uid in uids for s in range(2))  # val_kwargs.n sessions, one row each
-    data = setup.tq.kv_batch_get(keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.SKPO_FIELDS])
+    data = setup.tq.kv_batch_get(
+        keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.SKPO_FIELDS]
+    )
     for i, key in enumerate(row_keys):
         problem = PROBLEMS[uids.index(key.rsplit("_", 2)[0])]
         assert data["prompts"][i].tolist() == question_ids(setup.tokenizer, problem)
