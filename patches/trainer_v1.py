@@ -140,7 +140,7 @@ def _compute_advantage(original, self, batch, metrics):
     import transfer_queue as tq
     from tensordict import TensorDict
     from verl.trainer.ppo import core_algos
-    from verl.trainer.ppo.v1.utils import response_to_nested
+    from verl.workers.utils.padding import response_to_nested
 
     data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(ESTIMATOR_FIELDS))
     response_mask_nested = data["response_mask"]

@@ -1,1 +1,1 @@
-"""Benchmarks that run on CPU with the local tiny model (python -m skpo_verl.benchmarks.<name>)."""
+"""Benchmarks: each prints ratios measured in one run on one machine."""
