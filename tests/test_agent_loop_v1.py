@@ -7,6 +7,7 @@ TransferQueue is the real one, on a local Ray (the `transfer_queue` fixture).
 """
 
 import asyncio
+import uuid
 from types import SimpleNamespace
 
 import numpy as np
@@ -100,9 +101,7 @@ def dataset_batch(setup, validate=False):
 
     dataset = RLHFDataset(setup.config.data.train_files, setup.tokenizer, setup.config.data)
     batch_dict = collate_fn([dataset[i] for i in range(len(dataset))])
-    batch_dict["uid"] = np.array(
-        [f"{'val' if validate else 'train'}-uid-{i}" for i in range(len(dataset))], dtype=object
-    )
+    batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(dataset))], dtype=object)  # as verl does
     batch = tu.get_tensordict(batch_dict)
     tu.assign_non_tensor_data(batch, "global_steps", 3)
     if validate:
@@ -190,18 +189,56 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
         assert data["rm_scores"][up][-1].item() == downstream_rewards[0]
 
 
-def test_the_estimator_reads_roles_groups_and_prompt_keys_from_the_stored_rows(setup):
+def test_the_skpo_estimator_consumes_the_stored_rows(setup):
+    """The driver's path (patches/trainer_v1.py `_compute_advantage`): fetch the row-contract fields from
+    TransferQueue, build SKPORows, run the registered `skpo` estimator; advantages recomputed by hand."""
     from skpo_verl.patches.trainer_v1 import ESTIMATOR_FIELDS, rows_from_fields
+
+    from skpo_verl.config import skpo_config_from_algorithm
+    from skpo_verl.estimator import compute_skpo_advantage
+    from skpo_verl.state import SKPOState
 
     uids, listing = generate(setup, dataset_batch(setup), "train")
     row_keys = sorted(key for key in listing if key.rsplit("_", 2)[0] in uids and key not in uids)
     data = setup.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=list(ESTIMATOR_FIELDS))
     skpo_rows = rows_from_fields(data, [False] * len(row_keys))
-
-    upstream_keys = [key for key, up in zip(row_keys, skpo_rows.is_upstream) if up]
-    assert upstream_keys == [f"{uid}_0_0" for uid in uids]
+    assert [key for key, up in zip(row_keys, skpo_rows.is_upstream) if up] == [f"{uid}_0_0" for uid in uids]
     assert sorted(set(skpo_rows.prompt_keys.tolist())) == PROMPT_KEYS
     assert skpo_rows.split_lengths.tolist() == [SPLITS[uids.index(key.rsplit("_", 2)[0])] for key in row_keys]
+
+    padded = data.select("response_mask", "rm_scores").to_padded_tensor()
+    config = skpo_config_from_algorithm(setup.config.algorithm)
+    metrics = {}
+    advantages, _ = compute_skpo_advantage(
+        token_level_rewards=padded["rm_scores"].float(),
+        response_mask=padded["response_mask"],
+        config=setup.config.algorithm,
+        index=skpo_rows.groups,
+        skpo_rows=skpo_rows,
+        skpo_state=SKPOState(config),
+        global_step=3,
+        metrics=metrics,
+    )
+
+    reward = padded["rm_scores"].sum(dim=-1).double().numpy()
+    eps = config.adv_eps
+    expected = {}
+    upstream_raw = []
+    for uid in uids:
+        down_keys = [f"{uid}_0_1", *(f"{uid}_{s}_0" for s in range(1, G))]
+        r = np.array([reward[row_keys.index(k)] for k in down_keys])
+        a = np.zeros(G) if np.all(r == r[0]) else (r - r.mean()) / (r.std(ddof=1) + eps)
+        expected.update(zip(down_keys, a))
+        upstream_raw.append(r.mean() - 0.0)  # R_I minus V_prev(q) = 0 (reward space) for a new prompt
+    up = np.array(upstream_raw)
+    up_adv = np.zeros(len(up)) if np.all(up == up[0]) else (up - up.mean()) / (up.std(ddof=1) + eps)
+    expected.update({f"{uid}_0_0": a for uid, a in zip(uids, up_adv)})
+
+    mask = padded["response_mask"].bool()
+    for i, key in enumerate(row_keys):
+        assert torch.allclose(advantages[i][mask[i]], torch.full_like(advantages[i][mask[i]], expected[key]), atol=1e-6)
+        assert advantages[i][~mask[i]].abs().sum() == 0
+    assert metrics["skpo/upstream/rows"] == len(uids) and metrics["skpo/downstream/rows"] == G * len(uids)
 
 
 def test_validation_rollout_is_plain_single_turn_from_q(setup):
