@@ -315,7 +315,7 @@ def test_a_failing_candidate_request_fails_every_session_promptly(tiny):
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), SPLIT, failing=2, hold_others=True))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # a hang would wait for the 1800 s backstop
     assert isinstance(results[0], ConnectionError)
     assert all(isinstance(r, SKPORolloutError) and "session 0 failed" in str(r) for r in results[1:])
     assert SKPOAgentLoop._groups == {}
@@ -326,7 +326,7 @@ def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), RESPONSE, failing=1, hold_others=True))
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # a hang would wait for the 1800 s backstop
     failed = [r for r in results if isinstance(r, ConnectionError)]
     stopped = [r for r in results if isinstance(r, SKPORolloutError)]
     assert len(failed) == 1 and len(stopped) == G - 1
@@ -340,7 +340,7 @@ def test_sessions_time_out_when_no_session_produces_the_segment(tiny, monkeypatc
     monkeypatch.setattr(SKPOAgentLoop, "segment_timeout_s", 0.5)
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), serve(tiny), sessions=[1, 2], uid="orphan")
-    assert time.monotonic() - started < 5
+    assert 0.5 <= time.monotonic() - started < 30
     assert all(isinstance(r, SKPORolloutError) and "no kept segment after 0.5 s" in str(r) for r in results)
     SKPOAgentLoop._groups.pop("orphan", None)  # the two sessions of a group of three never complete it
 
