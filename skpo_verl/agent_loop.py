@@ -99,7 +99,7 @@ class KeptSegment:
     nll: float  # mean NLL of s under the rollout policy
     split_length: int  # t_q
     candidate_tokens: int  # tokens decoded over all G candidates
-    early_eos_candidates: int  # candidates that ended before t_q
+    early_eos_candidates: int  # candidates that ended (EOS) within t_q tokens
     extra_fields: dict  # the kept candidate's TokenOutput.extra_fields (weight versions)
 
 

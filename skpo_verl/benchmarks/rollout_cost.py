@@ -13,7 +13,8 @@ What it measures is the request pattern, not a GPU: decoded tokens are SKPO's G 
 (<= t_q each) plus G answers against GRPO's G answers, and prefill counts the [s, q] inputs.
 A random model almost never emits EOS, so answers run to the response length; with
 L_q = response length, E[t_q] = L_q / 3 and the expected decoded ratio is about 1 + 1/3.
-Wall time on 2 CPU cores tracks the token counts; it says nothing about a batched GPU engine.
+Wall and compute times on a shared CPU machine vary from run to run (the token counts do not,
+for a given seed); they say nothing about a batched GPU engine.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Cost:
     prefill_with_reuse: int
     requests: int
     wall_seconds: float
+    compute_seconds: float  # time the server spent generating (excludes agent-loop overheads)
 
 
 def run(
@@ -114,7 +116,14 @@ def run(
         await asyncio.gather(*(one_prompt(agent_name, p) for p in range(prompts)))
         wall = time.perf_counter() - started
         stats = server.stats
-        return Cost(stats.decoded_tokens, stats.prefill_tokens, stats.prefill_tokens_with_reuse, stats.requests, wall)
+        return Cost(
+            stats.decoded_tokens,
+            stats.prefill_tokens,
+            stats.prefill_tokens_with_reuse,
+            stats.requests,
+            wall,
+            stats.busy_seconds,
+        )
 
     async def main():
         await one_prompt("single_turn_agent", 0)  # warm-up: first-call overheads out of the timing
@@ -133,6 +142,7 @@ def report(costs: dict, args) -> str:
         ("prefilled tokens, with prefix reuse", "prefill_with_reuse"),
         ("server requests", "requests"),
         ("wall time (s)", "wall_seconds"),
+        ("server compute time (s)", "compute_seconds"),
     ]
     lines = [
         f"rollout cost: {args.prompts} prompts, G={args.group_size}, response length {args.response_length}, "
