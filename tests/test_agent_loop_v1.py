@@ -254,3 +254,23 @@ def test_validation_rollout_is_plain_single_turn_from_q(setup):
         assert data["prompts"][i].tolist() == question_ids(setup.tokenizer, problem)
         assert data[R.IS_UPSTREAM][i].item() == 0 and data[R.SEGMENT_LENGTH][i].item() == 0
         assert data["rm_scores"][i][-1].item() in (-1.0, 1.0)
+
+
+class FailingCandidates:
+    """A server whose candidate requests (max_tokens below the response length) fail."""
+
+    def __init__(self, server):
+        self.server = server
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        if sampling_params["max_tokens"] < RESPONSE:
+            raise ConnectionError("rollout server went away")
+        return await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+
+
+def test_a_failed_candidate_request_marks_the_prompt_failed_and_stores_no_rows(setup, monkeypatch):
+    monkeypatch.setattr(setup.worker, "llm_client", FailingCandidates(setup.worker.llm_client))
+    uids, listing = generate(setup, dataset_batch(setup), "train")
+
+    assert [listing[uid]["status"] for uid in uids] == ["failure", "failure"]
+    assert not [key for key in listing if key.rsplit("_", 2)[0] in uids and key not in uids]
