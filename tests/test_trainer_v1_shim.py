@@ -126,7 +126,11 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     assert metrics["skpo/upstream/rows"] == 2 and metrics["skpo/downstream/rows"] == 6
     assert metrics["skpo/split_length_mean"] == 6.0
     assert metrics["skpo/tracker/rho_mean"] == pytest.approx(0.96)
-    assert metrics["skpo/rollout/early_eos_candidates_mean"] == 1.0
+    # 1 of the G = 3 candidates ended early, on both prompts; G candidates of 15 tokens in all.
+    assert metrics["skpo/rollout/early_eos_share"] == pytest.approx(1 / 3)
+    assert metrics["skpo/rollout/candidate_tokens_mean"] == 15.0
+    assert metrics["skpo/rollout/segment_nll_mean"] == 1.5
+    assert metrics["skpo/upstream/segment_length_mean"] == 2.5 and metrics["skpo/downstream/answer_length_mean"] == 4.5
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
