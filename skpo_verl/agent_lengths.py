@@ -11,6 +11,7 @@ every prompt it builds (`skpo_verl.agent_loop`). No verl import here.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -61,8 +62,8 @@ def check_lengths(config: Any) -> LengthBudget:
        every prompt the agent loop emits must fit verl's prompt budget (verl's own agent
        loops left-truncate longer prompts; SKPO refuses to);
     3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
-       (or, when that is null, the model's `max_position_embeddings`, read from a local
-       `config.json`; skipped when the model path is not a local directory).
+       (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
+       skipped when neither is known offline).
     """
     skpo = skpo_config_from_algorithm(OmegaConf.select(config, "algorithm"))
     response_length = int(_required(config, "actor_rollout_ref.rollout.response_length"))
@@ -96,11 +97,13 @@ def check_lengths(config: Any) -> LengthBudget:
                 else ""
             )
             + f"), more than actor_rollout_ref.rollout.prompt_length={prompt_length} (it defaults to "
-            f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more)."
+            f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more). "
+            "Keep data.max_prompt_length the budget of the problem alone (the dataset filter): raising it to make "
+            "room for the segment raises the worst case with it."
         )
 
     max_sequence = worst_prompt + response_length
-    model_len, model_len_key = _model_length(config)
+    model_len, model_len_key = model_length_limit(config)
     if model_len is not None and max_sequence > model_len:
         problems.append(
             f"a downstream prompt plus its answer reaches {max_sequence} tokens ({worst_prompt} + "
@@ -120,15 +123,41 @@ def _required(config: Any, key: str) -> Any:
     return value
 
 
-def _model_length(config: Any) -> tuple[int | None, str]:
-    max_model_len = OmegaConf.select(config, "actor_rollout_ref.rollout.max_model_len")
+def model_length_limit(config: Any) -> tuple[int | None, str]:
+    """The longest sequence the rollout server takes, and the setting it comes from.
+
+    `actor_rollout_ref.rollout.max_model_len` when set; when null, verl's vLLM/SGLang servers
+    use the model's `max_position_embeddings` (vllm_async_server.py l.1103-1105), read here
+    from the model's `config.json` in a local directory or the Hugging Face cache, without
+    downloading. (None, "") when neither is available.
+    """
+    max_model_len = OmegaConf.select(config, MAX_MODEL_LEN_KEY)
     if max_model_len is not None:
         return int(max_model_len), MAX_MODEL_LEN_KEY
     model_path = OmegaConf.select(config, "actor_rollout_ref.model.path")
-    config_file = os.path.join(str(model_path), "config.json") if model_path else ""
-    if not os.path.isfile(config_file):
+    embeddings = _max_position_embeddings(str(model_path)) if model_path else None
+    if embeddings is None:
         return None, ""
+    return embeddings, f"the model's max_position_embeddings ({MAX_MODEL_LEN_KEY} is null)"
+
+
+@functools.lru_cache(maxsize=16)
+def _max_position_embeddings(model_path: str) -> int | None:
+    config_file = os.path.join(model_path, "config.json")
+    if not os.path.isfile(config_file):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model_path, "config.json")
+        except Exception:  # noqa: BLE001 - not a repo id (e.g. an hdfs:// path): nothing to read offline
+            return None
+        if not isinstance(cached, str):
+            return None
+        config_file = cached
     with open(config_file) as f:
-        embeddings = json.load(f).get("max_position_embeddings")
-    key = f"the model's max_position_embeddings ({MAX_MODEL_LEN_KEY} is null)"
-    return (int(embeddings), key) if embeddings is not None else (None, "")
+        hf_config = json.load(f)
+    # As verl's get_max_position_embeddings (workers/rollout/utils.py l.31-40): top level, then text_config.
+    value = hf_config.get(
+        "max_position_embeddings", (hf_config.get("text_config") or {}).get("max_position_embeddings")
+    )
+    return int(value) if value is not None else None

@@ -48,7 +48,7 @@ from verl.experimental.agent_loop.agent_loop import (
 from verl.workers.rollout.replica import TokenOutput
 
 from skpo_verl import rows
-from skpo_verl.agent_lengths import CHAT_SEPARATOR, SKPOLengthError
+from skpo_verl.agent_lengths import CHAT_SEPARATOR, SKPOLengthError, model_length_limit
 from skpo_verl.config import skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
 from skpo_verl.core.split import cut_early_candidate, fixed_split_length, sample_split_length
@@ -170,8 +170,7 @@ class SKPOAgentLoop(AgentLoopBase):
         self.group_size = int(self.rollout_config.n)
         self.prompt_length = int(self.rollout_config.prompt_length)
         self.response_length = int(self.rollout_config.response_length)
-        max_model_len = self.rollout_config.get("max_model_len", None)
-        self.max_model_len = int(max_model_len) if max_model_len is not None else None
+        self.max_model_len, self.max_model_len_source = model_length_limit(self.config)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput | list[AgentLoopOutput]:
         messages = list(kwargs["raw_prompt"])
@@ -320,7 +319,7 @@ class SKPOAgentLoop(AgentLoopBase):
         if self.max_model_len is not None and len(ids) + self.response_length > self.max_model_len:
             raise SKPOLengthError(
                 f"downstream prompt of {len(ids)} tokens plus response_length={self.response_length} exceeds "
-                f"actor_rollout_ref.rollout.max_model_len={self.max_model_len}; the server would cut the answer short."
+                f"{self.max_model_len_source}={self.max_model_len}; the server would cut the answer short."
             )
         return ids
 

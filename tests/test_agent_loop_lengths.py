@@ -69,3 +69,28 @@ def test_chat_format_keeps_slack_and_unconditional_needs_no_extra_prompt_room(ve
         check_lengths(config_with(verl_config, chat))
     unconditional = check_lengths(config_with(verl_config, [*PAPER, "+algorithm.skpo.conditioning=unconditional"]))
     assert unconditional.max_downstream_prompt == 1024
+
+
+def test_a_hub_model_id_is_resolved_from_the_hugging_face_cache_without_download(verl_config, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from skpo_verl import agent_lengths
+
+    snapshot = tmp_path / "models--org--tiny-math" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 4096}}))
+    (tmp_path / "models--org--tiny-math" / "refs").mkdir()
+    (tmp_path / "models--org--tiny-math" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    agent_lengths._max_position_embeddings.cache_clear()
+
+    config = config_with(verl_config, ["actor_rollout_ref.model.path=org/tiny-math"])
+    assert agent_lengths.model_length_limit(config) == (
+        4096,
+        "the model's max_position_embeddings (actor_rollout_ref.rollout.max_model_len is null)",
+    )
+    assert agent_lengths.model_length_limit(config_with(verl_config, ["actor_rollout_ref.model.path=org/absent"])) == (
+        None,
+        "",
+    )
+    agent_lengths._max_position_embeddings.cache_clear()
