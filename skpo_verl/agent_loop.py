@@ -6,7 +6,7 @@ one event loop, and stores every output a session returns as a TransferQueue row
 rollout maps onto those sessions:
 
 - session 0 samples the G candidates from q (`max_tokens = t_q`, with log-probs), cuts a
-  candidate that ended before t_q at half its own length, keeps the segment s chosen by
+  candidate that ended (EOS) within t_q at half its own length, keeps the segment s chosen by
   the selection rule (median NLL by default) and publishes it to its siblings; then it
   answers from the downstream input. It returns `[upstream (q -> s), downstream_0]`.
 - session i > 0 waits for s and answers from the downstream input: `[downstream_i]`.
