@@ -281,6 +281,31 @@ def test_one_early_candidate_among_full_ones_is_counted(tiny):
     assert results[0][0].response_ids == expected_segment(candidates, SPLIT, tiny.eos)[0]
 
 
+class Barrier:
+    """Holds each request until all G requests of its kind (candidate or answer) are in flight together;
+    requests sent one after another would never all arrive, and the barrier times out."""
+
+    def __init__(self, server, group_size):
+        self.server, self.group_size = server, group_size
+        self.arrived = {SPLIT: 0, RESPONSE: 0}
+        self.all_in = {SPLIT: asyncio.Event(), RESPONSE: asyncio.Event()}
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        kind = sampling_params["max_tokens"]
+        self.arrived[kind] += 1
+        if self.arrived[kind] == self.group_size:
+            self.all_in[kind].set()
+        await asyncio.wait_for(self.all_in[kind].wait(), timeout=10)
+        return await self.server.generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs)
+
+
+def test_the_g_candidates_and_the_g_answers_of_a_prompt_are_concurrent_requests(tiny):
+    barrier = Barrier(serve(tiny), G)
+    results = roll_out(tiny, make_config(tiny), barrier)
+    assert [len(outputs) for outputs in results] == [2, 1, 1]
+    assert barrier.arrived == {SPLIT: G, RESPONSE: G}
+
+
 def test_split_length_falls_back_to_the_papers_initial_length_without_the_driver_column(tiny):
     recorder = Recorder(serve(tiny))
     config = make_config(tiny, "+algorithm.skpo.tracker.initial_length=36")
