@@ -20,6 +20,7 @@ HOOKS = (
     ("verl.workers.engine.base", "skpo_verl.patches.engine_role_counts:install"),
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
     ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),
+    ("verl.experimental.agent_loop.agent_loop", "skpo_verl.agent_loop:install"),
 )
 
 

@@ -1,0 +1,163 @@
+"""Length budget of SKPO's rollout: the downstream input [s, q] is longer than any dataset prompt.
+
+The kept segment s (at most t_max tokens) is placed before the problem q, so a downstream
+prompt can reach `data.max_prompt_length + t_max` tokens and its answer another
+`response_length`. verl sizes its buffers from the config, and vLLM silently clamps an
+answer's `max_tokens` to what is left of `max_model_len`, so a budget that is too small
+would truncate answers without a word. `check_lengths(config)` computes the worst case
+from the config and fails at start-up naming the keys to raise; the agent loop re-checks
+every prompt it builds (`skpo_verl.agent_loop`). No verl import here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
+
+# skip_format=chat re-tokenizes the decoded segment inside the user turn, after which it is
+# separated from the problem by CHAT_SEPARATOR. A byte-level BPE re-tokenization of decoded
+# text is not guaranteed to give back the same token count (merges across the boundary,
+# replacement characters), so the start-up budget keeps this many tokens of slack; the
+# agent loop still checks the exact length of every prompt it builds.
+CHAT_SEPARATOR = "\n\n"
+CHAT_FORMAT_SLACK_TOKENS = 16
+MAX_MODEL_LEN_KEY = "actor_rollout_ref.rollout.max_model_len"
+
+
+class SKPOLengthError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class LengthBudget:
+    max_split_length: int  # t_max: the longest split length the driver can draw
+    max_downstream_prompt: int  # worst-case downstream input ([s, q], or q for unconditional)
+    max_sequence: int  # worst-case downstream prompt + answer
+
+
+def max_split_length(skpo: SKPOConfig, response_length: int) -> int:
+    """The longest t_q: split_high * L_q, where L_q <= max(initial_length, response_length).
+
+    L_q is an exponential moving average of response lengths (each <= response_length),
+    started at `tracker.initial_length`, so it never exceeds the larger of the two.
+    """
+    return math.ceil(skpo.split_high * max(skpo.tracker.initial_length, response_length))
+
+
+def check_lengths(config: Any) -> LengthBudget:
+    """Fail at start-up, naming the keys to raise, if SKPO's worst-case lengths do not fit.
+
+    Checks, for the full verl config (a DictConfig as `main_ppo` composes it):
+    1. t_max <= `actor_rollout_ref.rollout.response_length`: the kept segment is the
+       upstream row's response;
+    2. `data.max_prompt_length` + t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`:
+       every prompt the agent loop emits must fit verl's prompt budget (verl's own agent
+       loops left-truncate longer prompts; SKPO refuses to);
+    3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
+       (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
+       skipped when neither is known offline).
+    """
+    skpo = skpo_config_from_algorithm(OmegaConf.select(config, "algorithm"))
+    response_length = int(_required(config, "actor_rollout_ref.rollout.response_length"))
+    prompt_length = int(_required(config, "actor_rollout_ref.rollout.prompt_length"))
+    dataset_prompt_length = int(_required(config, "data.max_prompt_length"))
+
+    t_max = max_split_length(skpo, response_length)
+    problems = []
+    if t_max > response_length:
+        problems.append(
+            f"split lengths reach {t_max} tokens (algorithm.skpo.split_high={skpo.split_high:g} x "
+            f"algorithm.skpo.tracker.initial_length={skpo.tracker.initial_length:g}), more than "
+            f"actor_rollout_ref.rollout.response_length={response_length} (data.max_response_length): the kept "
+            f"segment is the upstream row's response. Raise data.max_response_length to at least {t_max}, or "
+            f"lower +algorithm.skpo.tracker.initial_length to at most {math.floor(response_length / skpo.split_high)}."
+        )
+
+    if skpo.conditioning == "unconditional":
+        worst_prompt = dataset_prompt_length
+    else:
+        worst_prompt = dataset_prompt_length + t_max
+        if skpo.conditioning == "skip" and skpo.skip_format == "chat":
+            worst_prompt += CHAT_FORMAT_SLACK_TOKENS
+    if worst_prompt > prompt_length:
+        problems.append(
+            f"downstream prompts [s, q] reach {worst_prompt} tokens (data.max_prompt_length={dataset_prompt_length} "
+            f"+ split length up to {t_max}"
+            + (
+                f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack"
+                if worst_prompt - dataset_prompt_length > t_max
+                else ""
+            )
+            + f"), more than actor_rollout_ref.rollout.prompt_length={prompt_length} (it defaults to "
+            f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more). "
+            "Keep data.max_prompt_length the budget of the problem alone (the dataset filter): raising it to make "
+            "room for the segment raises the worst case with it."
+        )
+
+    max_sequence = worst_prompt + response_length
+    model_len, model_len_key = model_length_limit(config)
+    if model_len is not None and max_sequence > model_len:
+        problems.append(
+            f"a downstream prompt plus its answer reaches {max_sequence} tokens ({worst_prompt} + "
+            f"response_length {response_length}), more than {model_len_key}={model_len}; the server would clamp "
+            f"answers silently. Set actor_rollout_ref.rollout.max_model_len to at least {max_sequence}"
+            + (" (the model's max_position_embeddings must allow it)." if model_len_key != MAX_MODEL_LEN_KEY else ".")
+        )
+    if problems:
+        raise SKPOLengthError("SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems))
+    return LengthBudget(max_split_length=t_max, max_downstream_prompt=worst_prompt, max_sequence=max_sequence)
+
+
+def _required(config: Any, key: str) -> Any:
+    value = OmegaConf.select(config, key)
+    if value is None:
+        raise SKPOLengthError(f"{key} is not set; SKPO needs it to size its downstream prompts.")
+    return value
+
+
+def model_length_limit(config: Any) -> tuple[int | None, str]:
+    """The longest sequence the rollout server takes, and the setting it comes from.
+
+    `actor_rollout_ref.rollout.max_model_len` when set; when null, verl's vLLM/SGLang servers
+    use the model's `max_position_embeddings` (vllm_async_server.py l.1103-1105), read here
+    from the model's `config.json` in a local directory or the Hugging Face cache, without
+    downloading. (None, "") when neither is available.
+    """
+    max_model_len = OmegaConf.select(config, MAX_MODEL_LEN_KEY)
+    if max_model_len is not None:
+        return int(max_model_len), MAX_MODEL_LEN_KEY
+    model_path = OmegaConf.select(config, "actor_rollout_ref.model.path")
+    embeddings = _max_position_embeddings(str(model_path)) if model_path else None
+    if embeddings is None:
+        return None, ""
+    return embeddings, f"the model's max_position_embeddings ({MAX_MODEL_LEN_KEY} is null)"
+
+
+@functools.lru_cache(maxsize=16)
+def _max_position_embeddings(model_path: str) -> int | None:
+    config_file = os.path.join(model_path, "config.json")
+    if not os.path.isfile(config_file):
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model_path, "config.json")
+        except Exception:  # noqa: BLE001 - not a repo id (e.g. an hdfs:// path): nothing to read offline
+            return None
+        if not isinstance(cached, str):
+            return None
+        config_file = cached
+    with open(config_file) as f:
+        hf_config = json.load(f)
+    # As verl's get_max_position_embeddings (workers/rollout/utils.py l.31-40): top level, then text_config.
+    value = hf_config.get(
+        "max_position_embeddings", (hf_config.get("text_config") or {}).get("max_position_embeddings")
+    )
+    return int(value) if value is not None else None
