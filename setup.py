@@ -33,6 +33,8 @@ setup(
         "tqdm",
         "matplotlib",
         "math-verify",
+        # The CPU backend reports host memory through it (skpo_verl/cpu/host_device.py).
+        "psutil",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout"],

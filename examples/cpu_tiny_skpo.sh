@@ -53,6 +53,7 @@ exec python -m verl.trainer.main_ppo \
   actor_rollout_ref.actor.ppo_mini_batch_size="$PROMPTS_PER_STEP" \
   actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=64 \
   +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32 \
+  +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32 \
   actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64 \
   actor_rollout_ref.rollout.name=hf_cpu \
   actor_rollout_ref.rollout.n="$GROUP_SIZE" \
