@@ -1,0 +1,265 @@
+"""Shim: SKPO's driver side inside verl 0.9.1's V1 trainer (`verl/trainer/ppo/v1/trainer_base.py`).
+
+Each wrapper below names the `PPOTrainer` method it adapts. All of them are no-ops unless
+`algorithm.adv_estimator=skpo`, so a GRPO run in the same process is untouched.
+
+- `__init__` (l.120): validate the config, create the `SKPOState` (trackers) it owns.
+- `_init_dataloader` (l.708) → `create_rl_sampler`, which trainer_base imports by name
+  (l.69) and calls with the training dataset (l.749): check `extra_info.index` there and
+  swap in the prioritized sampler when it is on.
+- `_next_train_batch` (l.1479): add each prompt's split length t_q before rollout.
+- `_compute_advantage` (l.1743): it fetches only a fixed field list from TransferQueue and
+  cannot see roles; for SKPO we fetch the row-contract fields and padding tags, call the
+  registered `skpo` estimator, and write `advantages`, `returns` and `skpo_upstream_mask`.
+- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): both size a
+  mini-batch as `ppo_mini_batch_size * rollout.n` rows, but SKPO has n + 1 rows per prompt.
+  `_update_actor` also ships the loss hyperparameters to the workers in `extra_info`.
+- `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`
+  in each `global_step_N` folder (verl has a save callback but no load hook).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import torch
+
+from skpo_verl import rows as R
+from skpo_verl.patches import require_verl_version
+from skpo_verl.patches.ppo_loss_roles import LOSS_CONFIG, UPSTREAM_MASK
+
+ESTIMATOR_FIELDS = (
+    "uid",
+    "index",
+    "session_id",
+    "response_mask",
+    "rm_scores",
+    R.IS_UPSTREAM,
+    R.SPLIT_LENGTH,
+    R.SEGMENT_LENGTH,
+    R.SEGMENT_NLL,
+    R.CANDIDATE_TOKENS,
+    R.EARLY_EOS_CANDIDATES,
+)
+
+# The SKPOState whose trainer is building its dataloader (read by create_rl_sampler).
+_building_dataloader: contextvars.ContextVar = contextvars.ContextVar("skpo_dataloader_owner", default=None)
+
+
+def install(trainer_base) -> None:
+    require_verl_version("trainer_v1")
+    cls = trainer_base.PPOTrainer
+    _wrap(cls, "__init__", _init)
+    _wrap(cls, "_init_dataloader", _init_dataloader)
+    _wrap(cls, "_next_train_batch", _next_train_batch)
+    _wrap(cls, "_compute_advantage", _compute_advantage)
+    _wrap(cls, "_get_required_batch_multiple", _get_required_batch_multiple)
+    _wrap(cls, "_update_actor", _update_actor)
+    _wrap(cls, "_save_checkpoint", _save_checkpoint)
+    _wrap(cls, "_load_checkpoint", _load_checkpoint)
+    trainer_base.create_rl_sampler = _create_rl_sampler(trainer_base.create_rl_sampler)
+
+
+def _wrap(cls, name: str, wrapper) -> None:
+    original = getattr(cls, name)
+    if getattr(original, "__skpo_wrapped__", False):
+        return
+
+    @functools.wraps(original)
+    def method(self, *args, **kwargs):
+        return wrapper(original, self, *args, **kwargs)
+
+    method.__skpo_wrapped__ = True
+    setattr(cls, name, method)
+
+
+def _state(trainer):
+    return getattr(trainer, "skpo_state", None)
+
+
+def _init(original, self, config):
+    from skpo_verl.state import SKPOState
+    from skpo_verl.validation import check_not_half_configured, is_skpo_run, validate_config
+
+    check_not_half_configured(config)
+    self.skpo_state = SKPOState(validate_config(config)) if is_skpo_run(config) else None
+    original(self, config)
+
+
+def _init_dataloader(original, self):
+    if _state(self) is None:
+        return original(self)
+    token = _building_dataloader.set(self)
+    try:
+        return original(self)
+    finally:
+        _building_dataloader.reset(token)
+
+
+def _create_rl_sampler(real_create_rl_sampler):
+    """verl calls this once with the training dataset: SKPO checks the prompt keys there."""
+
+    @functools.wraps(real_create_rl_sampler)
+    def create_rl_sampler(data_config, dataset, *args, **kwargs):
+        trainer = _building_dataloader.get()
+        if trainer is None:
+            return real_create_rl_sampler(data_config, dataset, *args, **kwargs)
+        from skpo_verl.validation import prompt_keys_from_extra_info
+
+        frame = dataset.dataframe
+        extra_infos = frame["extra_info"] if "extra_info" in frame.column_names else [None] * len(frame)
+        keys = prompt_keys_from_extra_info(extra_infos, files=data_config.train_files)
+        state = trainer.skpo_state
+        if not state.config.prioritized_sampling:
+            return real_create_rl_sampler(data_config, dataset, *args, **kwargs)
+        from skpo_verl.sampler import PrioritizedSampler
+
+        return PrioritizedSampler(keys, state.values, eps=state.config.priority_eps, seed=state.config.seed)
+
+    return create_rl_sampler
+
+
+def _next_train_batch(original, self, *args, **kwargs):
+    batch = original(self, *args, **kwargs)
+    state = _state(self)
+    if state is not None:
+        keys = _as_list(batch["index"])
+        batch[R.PROMPT_SPLIT_LENGTH] = torch.as_tensor(state.split_lengths(keys, self.global_steps))
+    return batch
+
+
+def _compute_advantage(original, self, batch, metrics):
+    state = _state(self)
+    if state is None:
+        return original(self, batch, metrics)
+    import transfer_queue as tq
+    from tensordict import TensorDict
+    from verl.trainer.ppo import core_algos
+    from verl.workers.utils.padding import response_to_nested
+
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(ESTIMATOR_FIELDS))
+    response_mask_nested = data["response_mask"]
+    padded = data.select("response_mask", "rm_scores").to_padded_tensor()
+    skpo_rows = rows_from_fields(data, [bool(tag.get("is_padding", False)) for tag in batch.tags])
+
+    estimator = core_algos.get_adv_estimator_fn("skpo")
+    advantages, returns = estimator(
+        token_level_rewards=padded["rm_scores"].float(),
+        response_mask=padded["response_mask"],
+        config=self.config.algorithm,
+        index=skpo_rows.groups,
+        skpo_rows=skpo_rows,
+        skpo_state=state,
+        global_step=self.global_steps,
+        metrics=metrics,
+    )
+    upstream_mask = torch.as_tensor(skpo_rows.is_upstream & ~skpo_rows.is_padding, dtype=torch.int64)
+    output = TensorDict(
+        {
+            "advantages": response_to_nested(advantages, response_mask_nested),
+            "returns": response_to_nested(returns, response_mask_nested),
+            UPSTREAM_MASK: upstream_mask,
+        },
+        batch_size=len(batch),
+    )
+    return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
+
+
+def rows_from_fields(data, is_padding) -> "SKPORows":
+    """Row-contract fields fetched from TransferQueue → the estimator's `SKPORows`."""
+    from skpo_verl.estimator import SKPORows
+
+    missing = [name for name in R.SKPO_FIELDS if name not in data.keys()]
+    if missing:
+        raise RuntimeError(
+            f"Training rows lack the SKPO fields {missing}: they were not produced by the skpo_agent agent loop. "
+            "Set actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent and do not set a per-row "
+            "agent_name column in the training data."
+        )
+
+    def column(name, dtype=None):
+        return np.array(_as_list(data[name]), dtype=dtype if dtype is not None else object)
+
+    return SKPORows(
+        is_upstream=column(R.IS_UPSTREAM, np.int64).astype(bool),
+        prompt_keys=column("index"),
+        groups=column("uid"),
+        sessions=column("session_id", np.int64),
+        is_padding=np.asarray(is_padding, dtype=bool),
+        segment_lengths=column(R.SEGMENT_LENGTH, np.int64),
+        split_lengths=column(R.SPLIT_LENGTH, np.int64),
+        extra={
+            "segment_nll": column(R.SEGMENT_NLL, np.float64),
+            "candidate_tokens": column(R.CANDIDATE_TOKENS, np.float64),
+            "early_eos_candidates": column(R.EARLY_EOS_CANDIDATES, np.float64),
+        },
+    )
+
+
+def _as_list(column) -> list:
+    if isinstance(column, torch.Tensor):
+        return column.tolist()
+    if hasattr(column, "tolist"):
+        return list(column.tolist())
+    return list(column)
+
+
+@contextlib.contextmanager
+def _rows_per_prompt(config):
+    """Present rollout.n as SKPO's rows per prompt (n downstream + 1 upstream) for mini-batch sizing."""
+    rollout = config.actor_rollout_ref.rollout
+    n = rollout.n
+    rollout.n = n + 1
+    try:
+        yield
+    finally:
+        rollout.n = n
+
+
+def _get_required_batch_multiple(original, self, *args, **kwargs):
+    if _state(self) is None:
+        return original(self, *args, **kwargs)
+    with _rows_per_prompt(self.config):
+        return original(self, *args, **kwargs)
+
+
+def _update_actor(original, self, batch, metrics):
+    state = _state(self)
+    if state is None:
+        return original(self, batch, metrics)
+    batch.extra_info[LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
+    with _rows_per_prompt(self.config):
+        return original(self, batch, metrics)
+
+
+def _save_checkpoint(original, self, *args, **kwargs):
+    state = _state(self)
+    if state is not None:
+        # Written before verl's own save so that `latest_checkpointed_iteration.txt`, which verl
+        # writes last, never points at a folder without SKPO's state.
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        state.save(folder)
+    return original(self, *args, **kwargs)
+
+
+def _load_checkpoint(original, self, *args, **kwargs):
+    result = original(self, *args, **kwargs)
+    state = _state(self)
+    if state is not None and self.global_steps > 0:
+        state.load(_resumed_folder(self))
+    return result
+
+
+def _resumed_folder(trainer) -> str:
+    """The folder `_load_checkpoint` resumed from (it keeps only the step number)."""
+    trainer_config = trainer.config.trainer
+    if trainer_config.resume_mode == "resume_path":
+        folder = trainer_config.resume_from_path
+    else:
+        folder = os.path.join(trainer_config.default_local_dir, f"global_step_{trainer.global_steps}")
+    return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)

@@ -1,0 +1,146 @@
+"""Rewards and advantages of the two roles (SKPO.md §3-4). numpy, float64.
+
+Downstream answers get group-relative advantages (GRPO); the upstream segment gets its MC
+reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the batch (SPO).
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import numpy as np
+
+
+def _group_index(groups: Sequence[Hashable]) -> tuple[np.ndarray, int]:
+    """Dense group ids 0..n-1 in order of first appearance, for any hashable labels (uids are
+    strings in an object array; np.unique would sort them and fails on mixed types)."""
+    ids: dict[Hashable, int] = {}
+    inverse = np.fromiter((ids.setdefault(g, len(ids)) for g in groups), dtype=np.int64)
+    return inverse, len(ids)
+
+
+def _as_rewards(rewards: np.ndarray, name: str) -> np.ndarray:
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {rewards.shape}.")
+    if not np.all(np.isfinite(rewards)):
+        raise ValueError(f"{name} contain non-finite values.")
+    return rewards
+
+
+def downstream_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float) -> np.ndarray:
+    """A_i = (R_i - mean_g R) / (std_g R + eps) within each group g of answers to one prompt.
+
+    std is the sample std (ddof = 1), as verl's GRPO (torch.std). A group whose rewards are
+    all equal, a group of one answer included, gets exactly 0 (SKPO.md §4; verl's GRPO would
+    pass a lone answer's raw reward through instead).
+
+    Args:
+        rewards: R_II, [B_down].
+        groups: group label of each row (uid), [B_down].
+        eps: > 0.
+    Returns:
+        A, float64 [B_down].
+    """
+    rewards = _as_rewards(rewards, "downstream rewards")
+    if len(groups) != len(rewards):
+        raise ValueError(f"{len(rewards)} downstream rewards but {len(groups)} group labels.")
+    inverse, n_groups = _group_index(groups)
+    size = np.bincount(inverse, minlength=n_groups).astype(np.float64)
+    mean = np.bincount(inverse, weights=rewards, minlength=n_groups) / np.maximum(size, 1.0)
+    centred = rewards - mean[inverse]
+    squares = np.bincount(inverse, weights=centred**2, minlength=n_groups)
+    std = np.sqrt(squares / np.maximum(size - 1.0, 1.0))
+    # Checked on the raw rewards, not on std: a constant group's float mean can leave tiny
+    # non-zero residuals that eps would not absorb.
+    highest = np.full(n_groups, -np.inf)
+    lowest = np.full(n_groups, np.inf)
+    np.maximum.at(highest, inverse, rewards)
+    np.minimum.at(lowest, inverse, rewards)
+    constant = highest == lowest
+    return np.where(constant[inverse], 0.0, centred / (std[inverse] + eps))
+
+
+def upstream_rewards(
+    downstream_rewards: np.ndarray,
+    groups_down: np.ndarray,
+    groups_up: np.ndarray,
+    mode: str,
+    sessions_down: np.ndarray | None = None,
+) -> np.ndarray:
+    """R_I for each upstream row, from the downstream answers of the same group.
+
+        "mc_mean":  R_I = (1/G) sum_i R_II(o_i)  over the group's downstream rows (default)
+        "single":   R_I = R_II(o_0), the answer with session 0 ("w/o MC" ablation)
+
+    Args:
+        downstream_rewards: R_II, [B_down].
+        groups_down: group label of each downstream row, [B_down].
+        groups_up: group label of each upstream row, [B_up].
+        mode: "mc_mean" or "single".
+        sessions_down: answer number of each downstream row, [B_down]; needed by "single".
+    Returns:
+        R_I, float64 [B_up].
+    """
+    rewards = _as_rewards(downstream_rewards, "downstream rewards")
+    if len(groups_down) != len(rewards):
+        raise ValueError(f"{len(rewards)} downstream rewards but {len(groups_down)} group labels.")
+    if mode not in ("mc_mean", "single"):
+        raise ValueError(f"Unknown upstream reward mode {mode!r}; expected 'mc_mean' or 'single'.")
+    if mode == "single":
+        if sessions_down is None:
+            raise ValueError("Upstream reward mode 'single' needs sessions_down to find each group's session 0.")
+        if len(sessions_down) != len(rewards):
+            raise ValueError(f"{len(rewards)} downstream rewards but {len(sessions_down)} sessions.")
+
+    rows_of_group: dict[Hashable, list[int]] = {}
+    for row, group in enumerate(groups_down):
+        rows_of_group.setdefault(group, []).append(row)
+
+    out = np.empty(len(groups_up), dtype=np.float64)
+    for i, group in enumerate(groups_up):
+        rows = rows_of_group.get(group)
+        if not rows:
+            raise ValueError(
+                f"Upstream group {group!r} has no downstream rows, so its reward R_I is undefined; every "
+                "upstream segment needs the answers sampled from it in the same batch."
+            )
+        if mode == "mc_mean":
+            out[i] = rewards[rows].mean()
+            continue
+        first = [row for row in rows if sessions_down[row] == 0]
+        if len(first) != 1:
+            raise ValueError(
+                f"Upstream group {group!r} has {len(first)} downstream rows with session 0; mode 'single' needs "
+                "exactly one."
+            )
+        out[i] = rewards[first[0]]
+    return out
+
+
+def upstream_advantages(rewards: np.ndarray, baselines: np.ndarray, eps: float) -> np.ndarray:
+    """SPO's single-stream advantage, normalised over the batch's upstream rows.
+
+        A_j = R_I(j) - V_prev(q_j),    A_j <- (A_j - mean_B A) / (std_B A + eps)
+
+    R_I and V_prev both in reward space [-1, 1]; V_prev is the tracker value from before
+    this step's update. std is the sample std (ddof = 1), as downstream. A single upstream
+    row, or rows whose A are all equal, give exactly 0: the centred advantage is 0 there
+    (and a ddof = 1 std of one value is undefined).
+
+    Args:
+        rewards: R_I, [B_up].
+        baselines: V_prev(q), [B_up].
+        eps: > 0.
+    Returns:
+        normalised A, float64 [B_up].
+    """
+    rewards = _as_rewards(rewards, "upstream rewards")
+    baselines = _as_rewards(baselines, "upstream baselines")
+    if rewards.shape != baselines.shape:
+        raise ValueError(f"upstream rewards {rewards.shape} and baselines {baselines.shape} differ in shape.")
+    advantages = rewards - baselines
+    if advantages.size == 0 or np.all(advantages == advantages[0]):
+        return np.zeros_like(advantages)
+    centred = advantages - advantages.mean()
+    return centred / (advantages.std(ddof=1) + eps)

@@ -1,0 +1,55 @@
+"""Selecting the kept upstream segment among G candidates (SKPO.md §2.3)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def mean_nll(log_probs: Sequence[float]) -> float:
+    """d(s) = -(1/|s|) sum_t log pi(s_t): mean negative log-prob of a segment's tokens."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    if log_probs.size == 0:
+        raise ValueError("mean_nll of an empty segment is undefined: a candidate needs at least one token.")
+    return float(-log_probs.mean())
+
+
+def _as_nlls(nlls: Sequence[float]) -> np.ndarray:
+    nlls = np.asarray(nlls, dtype=np.float64)
+    if nlls.ndim != 1 or nlls.size == 0:
+        raise ValueError(f"Selection needs a non-empty 1-D sequence of NLLs, got shape {nlls.shape}.")
+    if not np.all(np.isfinite(nlls)):
+        raise ValueError(f"Selection got non-finite NLLs: {nlls.tolist()}.")
+    return nlls
+
+
+def select_median(nlls: Sequence[float]) -> int:
+    """k* = argmin_k |d_k - median_k d|, the candidate closest to the median NLL.
+
+    For even G the median is numpy's: the mean of the two middle values, so two candidates
+    can be equally close; ties go to the smallest index.
+
+    Args:
+        nlls: d_1..d_G, [G].
+    """
+    nlls = _as_nlls(nlls)
+    return int(np.argmin(np.abs(nlls - np.median(nlls))))
+
+
+def select_extreme(nlls: Sequence[float], step: int) -> int:
+    """Extreme-selection ablation: argmin_k d_k on even steps, argmax_k d_k on odd steps.
+
+    Ties go to the smallest index.
+    """
+    nlls = _as_nlls(nlls)
+    return int(np.argmin(nlls) if step % 2 == 0 else np.argmax(nlls))
+
+
+def select_segment(nlls: Sequence[float], rule: str, step: int) -> int:
+    """Index of the kept candidate under `rule` ("median" or "extreme")."""
+    if rule == "median":
+        return select_median(nlls)
+    if rule == "extreme":
+        return select_extreme(nlls, step)
+    raise ValueError(f"Unknown selection rule {rule!r}; expected 'median' or 'extreme'.")

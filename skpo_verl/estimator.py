@@ -1,0 +1,165 @@
+"""The `skpo` advantage estimator (SKPO.md §3-4), registered as `algorithm.adv_estimator=skpo`.
+
+verl calls a registered estimator with only `token_level_rewards`, `response_mask`,
+`config` and `index` (= the per-step uid). SKPO also needs each row's role, stable prompt
+key and session, and the driver's trackers; the V1 trainer shim
+(`skpo_verl.patches.trainer_v1`) fetches those from TransferQueue and passes them as
+`skpo_rows` and `skpo_state`. Called without them, the estimator refuses to guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from skpo_verl.config import skpo_config_from_algorithm
+from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
+from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
+from skpo_verl.state import SKPOState
+
+
+@dataclass
+class SKPORows:
+    """Per-row SKPO fields of one training batch (length B, padding rows included)."""
+
+    is_upstream: np.ndarray  # bool [B]
+    prompt_keys: np.ndarray  # object [B]: the dataset's extra_info.index
+    groups: np.ndarray  # object [B]: uid, one per prompt per step
+    sessions: np.ndarray  # int [B]
+    is_padding: np.ndarray  # bool [B]: rows verl appended to fill mini-batches
+    segment_lengths: np.ndarray  # int [B]
+    split_lengths: np.ndarray  # int [B]
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # rollout statistics for metrics
+
+
+def compute_skpo_advantage(
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    config: Any = None,
+    index: Optional[np.ndarray] = None,
+    skpo_rows: Optional[SKPORows] = None,
+    skpo_state: Optional[SKPOState] = None,
+    global_step: int = 0,
+    metrics: Optional[dict] = None,
+    **unused: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages for upstream and downstream rows; updates the trackers with this step.
+
+    Args:
+        token_level_rewards: [B, T]; a row's reward is the sum over its response tokens.
+        response_mask: [B, T].
+        config: verl's `algorithm` config; its `skpo` section is read.
+        skpo_rows, skpo_state: supplied by the V1 trainer shim (see module doc).
+        metrics: updated in place with `skpo/*` metrics when given.
+    Returns:
+        (advantages, returns), both [B, T], the row's scalar advantage on its response tokens.
+    """
+    if skpo_rows is None or skpo_state is None:
+        raise RuntimeError(
+            "algorithm.adv_estimator=skpo needs each row's role and the SKPO trackers, which skpo_verl's V1 trainer "
+            "shim passes. It was called without them: run verl 0.9.1's V1 trainer (trainer.use_v1=true) with "
+            "skpo-verl installed, and check the start-up log for '[skpo_verl] ERROR' lines."
+        )
+    cfg = skpo_config_from_algorithm(config) if config is not None else skpo_state.config
+    rows = skpo_rows
+    mask = response_mask.to(torch.float64)
+    rewards = (token_level_rewards.to(torch.float64) * mask).sum(dim=-1).cpu().numpy()
+    lengths = mask.sum(dim=-1).cpu().numpy()
+
+    up = rows.is_upstream & ~rows.is_padding
+    down = ~rows.is_upstream & ~rows.is_padding
+    _check_groups(rows.groups[up], rows.groups[down])
+
+    adv = np.zeros(len(rewards), dtype=np.float64)
+    adv[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps)
+
+    up_rewards = upstream_rewards(rewards[down], rows.groups[down], rows.groups[up], cfg.upstream_reward, rows.sessions[down])
+    up_keys = rows.prompt_keys[up]
+    baselines = np.array([tracker_to_reward(skpo_state.values.value(k)) for k in up_keys], dtype=np.float64)
+    adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
+
+    observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
+    rhos = np.array([skpo_state.forgetting(k, global_step) for k in up_keys], dtype=np.float64)
+    for key, reward, length, rho in zip(up_keys, up_rewards, observed_lengths, rhos):
+        skpo_state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
+        skpo_state.lengths.update(key, float(length), float(rho), global_step)
+
+    if metrics is not None:
+        metrics.update(
+            _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, skpo_state, up_keys)
+        )
+    advantages = torch.from_numpy(adv).to(token_level_rewards.dtype)[:, None] * response_mask.to(
+        token_level_rewards.dtype
+    )
+    return advantages, advantages.clone()
+
+
+def _check_groups(up_groups: np.ndarray, down_groups: np.ndarray) -> None:
+    """Every prompt must contribute exactly one upstream row and at least one downstream row."""
+    up_list = list(up_groups)
+    duplicated = sorted({g for g in up_list if up_list.count(g) > 1})
+    orphan_up = sorted(set(up_list) - set(down_groups))
+    orphan_down = sorted(set(down_groups) - set(up_list))
+    if duplicated or orphan_up or orphan_down:
+        raise ValueError(
+            "SKPO batch is malformed: each uid needs one upstream row and its downstream rows "
+            f"(uids with several upstream rows: {duplicated[:3]}, without downstream rows: {orphan_up[:3]}, "
+            f"without an upstream row: {orphan_down[:3]}). Use the skpo_agent agent loop "
+            "(actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent) and do not drop rows between "
+            "rollout and training (e.g. algorithm.filter_groups)."
+        )
+
+
+def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> np.ndarray:
+    """L_q observation: mean tokens the model wrote to answer q in this step's G answers.
+
+    In `continual` mode an answer continues the kept segment, so the segment's tokens are
+    part of the full response; in `skip`/`unconditional` an answer is complete on its own.
+    """
+    observed = []
+    for group, segment_length in zip(rows.groups[up], rows.segment_lengths[up]):
+        answer_length = lengths[down & (rows.groups == group)].mean()
+        observed.append(answer_length + (segment_length if conditioning == "continual" else 0))
+    return np.array(observed, dtype=np.float64)
+
+
+def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, state, up_keys) -> dict:
+    down_groups = rows.groups[down]
+    down_rewards = rewards[down]
+    zero_groups = [np.all(down_rewards[down_groups == g] == down_rewards[down_groups == g][0]) for g in set(down_groups)]
+    raw_up_adv = up_rewards - baselines
+    out = {
+        "skpo/upstream/reward_mean": _mean(up_rewards),
+        "skpo/upstream/reward_std": _std(up_rewards),
+        "skpo/upstream/baseline_mean": _mean(baselines),
+        "skpo/upstream/advantage_mean": _mean(raw_up_adv),
+        "skpo/upstream/advantage_std": _std(raw_up_adv),
+        "skpo/upstream/segment_length_mean": _mean(rows.segment_lengths[up]),
+        "skpo/upstream/rows": int(up.sum()),
+        "skpo/downstream/reward_mean": _mean(down_rewards),
+        "skpo/downstream/advantage_abs_mean": _mean(np.abs(adv[down])),
+        "skpo/downstream/zero_adv_group_rate": _mean(np.array(zero_groups, dtype=np.float64)),
+        "skpo/downstream/answer_length_mean": _mean(lengths[down]),
+        "skpo/downstream/rows": int(down.sum()),
+        "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(state.values.value(k)) for k in up_keys])),
+        "skpo/tracker/length_mean": _mean(np.array([state.lengths.value(k) for k in up_keys])),
+        "skpo/tracker/rho_mean": _mean(rhos),
+        "skpo/tracker/prompts": len(state.values),
+        "skpo/split_length_mean": _mean(rows.split_lengths[up]),
+    }
+    for name, values in rows.extra.items():
+        out[f"skpo/rollout/{name}_mean"] = _mean(np.asarray(values)[up])
+    return out
+
+
+def _mean(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.mean()) if x.size else 0.0
+
+
+def _std(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(x.std()) if x.size else 0.0

@@ -1,0 +1,89 @@
+"""SKPOState: everything SKPO keeps between steps, owned by the driver.
+
+One object holds the per-prompt value tracker V(q), the per-prompt length tracker L_q and
+the random generator that draws split lengths. The V1 trainer shim creates it, the
+estimator updates it, and it is saved in every checkpoint folder as `skpo_state.pt` and
+restored on resume, so a preempted run continues exactly. No verl import.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any, Sequence
+
+import numpy as np
+
+from skpo_verl.config import SKPOConfig
+from skpo_verl.core.split import fixed_split_length, sample_split_length
+from skpo_verl.core.tracker import BetaTracker, LengthTracker, forgetting_factor, reward_to_tracker
+
+STATE_FILE = "skpo_state.pt"
+STATE_FORMAT = 1
+
+
+class SKPOState:
+    def __init__(self, config: SKPOConfig):
+        self.config = config
+        tracker = config.tracker
+        self.values = BetaTracker(initial_value=float(reward_to_tracker(tracker.initial_value)))
+        self.lengths = LengthTracker(initial_length=tracker.initial_length)
+        self.rng = np.random.default_rng(config.seed)
+
+    def forgetting(self, prompt_key: Any, step: int) -> float:
+        """rho for the prompt's next update: D = steps since the prompt was last observed.
+
+        A prompt seen for the first time gets rho_max (as SPO's recipe); with SKPO's zero
+        prior counts the first observation overwrites the initial value whatever rho is.
+        """
+        tracker = self.config.tracker
+        last = self.values.last_seen(prompt_key)
+        if last is None:
+            return tracker.rho_max
+        return forgetting_factor(float(step - last), tracker.half_life, tracker.rho_min, tracker.rho_max)
+
+    def split_lengths(self, prompt_keys: Sequence[Any], step: int) -> np.ndarray:
+        """t_q for each prompt about to be rolled out (SKPO.md §2.1)."""
+        cfg = self.config
+        lengths = [self.lengths.value(key) for key in prompt_keys]
+        if cfg.split_rule == "fixed":
+            return np.array([fixed_split_length(L, cfg.split_low, cfg.split_high, step) for L in lengths], np.int64)
+        return np.array([sample_split_length(L, cfg.split_low, cfg.split_high, self.rng) for L in lengths], np.int64)
+
+    def state_dict(self) -> dict:
+        return {
+            "format": STATE_FORMAT,
+            "config": self.config.to_dict(),
+            "values": self.values.state_dict(),
+            "lengths": self.lengths.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"Unknown SKPO state format {state.get('format')!r}; expected {STATE_FORMAT}.")
+        self.values.load_state_dict(state["values"])
+        self.lengths.load_state_dict(state["lengths"])
+        self.rng.bit_generator.state = state["rng"]
+
+    def save(self, checkpoint_dir: str) -> str:
+        """Write atomically into the checkpoint folder; returns the file path."""
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(self.state_dict(), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, checkpoint_dir: str) -> str:
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: this checkpoint was not written by an SKPO run (or predates skpo-verl's "
+                "state saving), so the per-prompt trackers cannot be restored. Resume from an SKPO checkpoint, "
+                "or start fresh with trainer.resume_mode=disable."
+            )
+        with open(path, "rb") as f:
+            self.load_state_dict(pickle.load(f))
+        return path

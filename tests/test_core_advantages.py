@@ -1,0 +1,128 @@
+"""skpo_verl.core.advantages: downstream group advantages, upstream rewards and advantages."""
+
+import math
+
+import numpy as np
+import pytest
+
+from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
+
+EPS = 1e-6
+
+
+def test_downstream_advantages_hand_case_and_all_equal_group():
+    rewards = np.array([1.0, -1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0])
+    groups = np.array(["a"] * 4 + ["b"] * 4, dtype=object)
+    # group a: mean -0.5, deviations [1.5, -0.5, -0.5, -0.5], sample var (2.25 + 3*0.25)/3 = 1 -> std 1
+    # group b: all equal -> exactly 0
+    expected = np.array([1.5, -0.5, -0.5, -0.5, 0.0, 0.0, 0.0, 0.0])
+    expected[:4] /= 1.0 + EPS
+    np.testing.assert_allclose(downstream_advantages(rewards, groups, EPS), expected, rtol=0, atol=1e-15)
+
+
+def test_downstream_advantages_eps_enters_the_denominator():
+    # group [1, -1]: mean 0, sample std sqrt(2) -> A = +-1/(sqrt(2) + 0.5)
+    adv = downstream_advantages(np.array([1.0, -1.0]), np.array([0, 0]), 0.5)
+    np.testing.assert_allclose(adv, [1 / (math.sqrt(2) + 0.5), -1 / (math.sqrt(2) + 0.5)], rtol=0, atol=1e-15)
+
+
+def test_downstream_advantages_interleaved_groups_and_singleton():
+    # g1 = rows 0, 2: [1, -1] -> +-1/(sqrt 2 + eps); g2 = rows 1, 3: [-1, -1] -> 0; g3 = row 4 alone -> 0
+    rewards = np.array([1.0, -1.0, -1.0, -1.0, 1.0])
+    groups = np.array(["g1", "g2", "g1", "g2", "g3"], dtype=object)
+    a = 1 / (math.sqrt(2) + EPS)
+    np.testing.assert_allclose(downstream_advantages(rewards, groups, EPS), [a, 0, -a, 0, 0], rtol=0, atol=1e-15)
+
+
+def test_downstream_advantages_constant_fractional_group_is_exactly_zero():
+    # 0.1 is not exact in binary; the group mean may differ from 0.1 by an ulp, the advantage must not
+    adv = downstream_advantages(np.full(7, 0.1), np.zeros(7, dtype=np.int64), EPS)
+    assert np.all(adv == 0.0)
+
+
+def test_downstream_advantages_groups_compare_by_value_not_by_type():
+    # 1 and "1" are different uids
+    adv = downstream_advantages(np.array([1.0, -1.0]), np.array([1, "1"], dtype=object), EPS)
+    np.testing.assert_array_equal(adv, [0.0, 0.0])
+
+
+def test_downstream_advantages_empty_batch():
+    assert downstream_advantages(np.array([]), np.array([], dtype=object), EPS).shape == (0,)
+
+
+def test_downstream_advantages_reject_malformed_input():
+    with pytest.raises(ValueError):
+        downstream_advantages(np.array([1.0, 0.0]), np.array([0]), EPS)
+    with pytest.raises(ValueError):
+        downstream_advantages(np.array([1.0, math.nan]), np.array([0, 0]), EPS)
+
+
+def _rows():
+    # group a: rewards [1, -1, 1, 1] with sessions [1, 2, 0, 3]; group b: rewards [1, -1] with sessions [1, 0]
+    rewards = np.array([1.0, -1.0, 1.0, 1.0, 1.0, -1.0])
+    groups = np.array(["a", "a", "a", "a", "b", "b"], dtype=object)
+    sessions = np.array([1, 2, 0, 3, 1, 0])
+    return rewards, groups, sessions
+
+
+def test_upstream_rewards_mc_mean_is_the_mean_of_the_groups_answers():
+    rewards, groups, sessions = _rows()
+    # b: (1 - 1)/2 = 0; a: (1 - 1 + 1 + 1)/4 = 0.5 (upstream rows in any order)
+    out = upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "mc_mean", sessions)
+    np.testing.assert_array_equal(out, [0.0, 0.5])
+
+
+def test_upstream_rewards_single_is_the_session_zero_answer():
+    rewards, groups, sessions = _rows()
+    # b: session 0 is row 5, reward -1; a: session 0 is row 2, reward 1
+    out = upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "single", sessions)
+    np.testing.assert_array_equal(out, [-1.0, 1.0])
+
+
+def test_upstream_rewards_reject_a_group_without_downstream_rows():
+    rewards, groups, sessions = _rows()
+    with pytest.raises(ValueError, match="'c' has no downstream rows"):
+        upstream_rewards(rewards, groups, np.array(["a", "c"], dtype=object), "mc_mean", sessions)
+
+
+def test_upstream_rewards_single_needs_exactly_one_session_zero():
+    rewards, groups, sessions = _rows()
+    with pytest.raises(ValueError, match="sessions_down"):
+        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "single")
+    sessions[0] = 0  # group a now has two session-0 answers
+    with pytest.raises(ValueError, match="2 downstream rows with session 0"):
+        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "single", sessions)
+
+
+def test_upstream_rewards_reject_unknown_mode():
+    rewards, groups, sessions = _rows()
+    with pytest.raises(ValueError, match="mc_mean"):
+        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "mean", sessions)
+
+
+def test_upstream_advantages_hand_case():
+    rewards = np.array([0.5, -0.25, 1.0])
+    baselines = np.array([0.0, 0.25, 0.0])
+    # A = [0.5, -0.5, 1.0], mean 1/3, centred [1/6, -5/6, 2/3]
+    # sample var = (1/36 + 25/36 + 16/36)/2 = 7/12 -> std = sqrt(7/12) = 0.76376...
+    std = math.sqrt(7 / 12)
+    expected = np.array([1 / 6, -5 / 6, 2 / 3]) / (std + EPS)
+    np.testing.assert_allclose(upstream_advantages(rewards, baselines, EPS), expected, rtol=0, atol=1e-14)
+
+
+def test_upstream_advantages_single_row_is_zero():
+    # one row: A - mean_B A = 0 (and its ddof=1 std is undefined)
+    np.testing.assert_array_equal(upstream_advantages(np.array([1.0]), np.array([-0.5]), EPS), [0.0])
+
+
+def test_upstream_advantages_equal_raw_advantages_are_zero():
+    # A = [0.5 - 0.25, 0 - (-0.25)] = [0.25, 0.25]
+    np.testing.assert_array_equal(upstream_advantages(np.array([0.5, 0.0]), np.array([0.25, -0.25]), EPS), [0, 0])
+
+
+def test_upstream_advantages_empty_and_malformed():
+    assert upstream_advantages(np.array([]), np.array([]), EPS).shape == (0,)
+    with pytest.raises(ValueError):
+        upstream_advantages(np.array([0.5, 0.0]), np.array([0.0]), EPS)
+    with pytest.raises(ValueError):
+        upstream_advantages(np.array([math.inf]), np.array([0.0]), EPS)
