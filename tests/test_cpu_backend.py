@@ -168,7 +168,7 @@ def test_cpu_backend_is_selected_by_verl_platform_only():
     assert report["runtime_env_platform"] == "cpu"
     assert report["offload_pins"] is False
     assert report["free_memory"] is True
-    assert report["process_group"] == "gloo"
+    assert report["process_group"] == "cpu:gloo"
 
 
 def test_cpu_backend_never_auto_selected():
