@@ -23,7 +23,9 @@ case "$ALGO" in
   skpo) ALGO_ARGS=(
           algorithm.adv_estimator=skpo
           actor_rollout_ref.actor.policy_loss.loss_mode=skpo
-          actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent) ;;
+          actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent
+          # L_q starts at the answer budget (the paper's 1024 would split past it): t_q ~ U[L/6, L/2].
+          +algorithm.skpo.tracker.initial_length="$RESPONSE_LENGTH") ;;
   grpo) ALGO_ARGS=(
           algorithm.adv_estimator=grpo
           actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent) ;;
@@ -37,7 +39,7 @@ exec python -m verl.trainer.main_ppo \
   data.train_files="$TRAIN_FILE" \
   data.val_files="$VAL_FILE" \
   data.train_batch_size="$PROMPTS_PER_STEP" \
-  data.max_prompt_length=128 \
+  data.max_prompt_length=64 \
   data.max_response_length="$RESPONSE_LENGTH" \
   data.dataloader_num_workers=0 \
   reward.custom_reward_function.path="$REWARD_PATH" \
@@ -51,15 +53,14 @@ exec python -m verl.trainer.main_ppo \
   actor_rollout_ref.actor.use_torch_compile=False \
   actor_rollout_ref.actor.optim.lr="$LR" \
   actor_rollout_ref.actor.ppo_mini_batch_size="$PROMPTS_PER_STEP" \
-  actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=64 \
+  actor_rollout_ref.actor.use_dynamic_bsz=True \
   +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32 \
   +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32 \
-  actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=64 \
   actor_rollout_ref.rollout.name=hf_cpu \
   actor_rollout_ref.rollout.n="$GROUP_SIZE" \
+  actor_rollout_ref.rollout.prompt_length=$((64 + RESPONSE_LENGTH)) \
   actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
   actor_rollout_ref.rollout.calculate_log_probs=True \
-  actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64 \
   actor_rollout_ref.rollout.agent.num_workers=1 \
   transfer_queue.backend.SimpleStorage.num_data_storage_units=1 \
   trainer.device=cpu \
