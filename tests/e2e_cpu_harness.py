@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -32,6 +33,7 @@ class Run:
     metrics: dict[int, dict]  # step -> metrics logged at that step
     rollouts: dict[int, list[dict]]  # step -> dumped rows
     wall_s: float
+    killed: bool
 
 
 def ray_processes(temp_dir: Path) -> list[psutil.Process]:
@@ -111,12 +113,24 @@ def short_ray_dir() -> Path:
 
 
 def run_training(
-    workdir: Path, run_dir: Path, ray_dir: Path, algo: str, steps: int, *overrides: str, timeout_s: float = 420
+    workdir: Path,
+    run_dir: Path,
+    ray_dir: Path,
+    algo: str,
+    steps: int,
+    *overrides: str,
+    kill_when: Callable[[], bool] | None = None,
+    timeout_s: float = 420,
 ) -> Run:
-    """Train with the launcher; `workdir` holds the tiny model and data (shared between runs)."""
+    """Train with the launcher; `workdir` holds the tiny model and data (shared between runs).
+
+    With `kill_when`, the run is killed (SIGKILL to its process group, no clean shutdown)
+    as soon as the predicate holds, as a preempted job would be.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = run_dir / "metrics.jsonl"
     rollout_dir = run_dir / "rollouts"
+    log_path = run_dir / "output.log"
     env = {
         **os.environ,
         "ALGO": algo,
@@ -135,28 +149,27 @@ def run_training(
         *overrides,
     ]
     started = time.monotonic()
-    process = subprocess.Popen(
-        command,
-        cwd=run_dir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        output += f"\n[harness] killed after {timeout_s} s"
-    finally:
-        wall_s = time.monotonic() - started
-    (run_dir / "output.log").write_text(output)
+    killed = None
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        while process.poll() is None:
+            if kill_when is not None and kill_when():
+                killed = "on request"
+            elif time.monotonic() - started > timeout_s:
+                killed = f"after {timeout_s} s"
+            if killed:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                break
+            time.sleep(0.5)
+    output = log_path.read_text() + (f"\n[harness] killed {killed}" if killed else "")
     return Run(
         returncode=process.returncode,
         output=output,
         metrics=read_metrics(metrics_path),
         rollouts=read_rollouts(rollout_dir),
-        wall_s=wall_s,
+        wall_s=time.monotonic() - started,
+        killed=killed is not None,
     )

@@ -2,8 +2,9 @@
 gloo, hf_cpu rollout, TransferQueue, agent-loop and reward workers, checkpoints) trains the
 bundled tiny model through `examples/cpu_tiny_skpo.sh`.
 
-Each test trains 2 steps with a checkpoint at step 2, then starts again with
-`trainer.resume_mode=auto` for step 3. Run alone with `pytest -m e2e`.
+Each test trains with a checkpoint every 2 steps, kills the run (SIGKILL, no clean
+shutdown) once step 2 is checkpointed, then starts again with `trainer.resume_mode=auto`
+for step 3. Run alone with `pytest -m e2e`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import pickle
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ import pytest
 from e2e_cpu_harness import (
     Run,
     end_ray_processes,
+    ray_processes,
+    read_metrics,
     rows_per_prompt,
     run_training,
     short_ray_dir,
@@ -38,18 +42,39 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cpu_tiny")
 
 
-def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str) -> Run:
+def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, kill_when=None) -> Run:
     ray_dir = short_ray_dir()
     try:
-        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides)
+        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides, kill_when=kill_when)
     finally:
-        leftovers = wait_for_ray_exit(ray_dir)
+        leftovers = wait_for_ray_exit(ray_dir, timeout_s=0 if kill_when else 15)
         end_ray_processes(ray_dir)
+        remaining = ray_processes(ray_dir)
         shutil.rmtree(ray_dir, ignore_errors=True)
-    assert run.returncode == 0, f"main_ppo exited {run.returncode}; tail:\n{run.output[-6000:]}"
-    assert leftovers == [], f"Ray processes outlived the run: {leftovers}"
+    assert remaining == [], f"Ray processes survived the clean-up: {remaining}"
+    if kill_when is None:
+        assert run.returncode == 0, f"main_ppo exited {run.returncode}; tail:\n{run.output[-6000:]}"
+        assert leftovers == [], f"Ray processes outlived the run: {leftovers}"
+    else:
+        assert run.killed, f"the run ended before it could be killed; tail:\n{run.output[-6000:]}"
     print(f"{algo} run {run_dir.name}: {run.wall_s:.0f} s")
     return run
+
+
+def after_checkpoint(run_dir: Path, checkpoints: Path, step: int, settle_s: float = 1.0):
+    """Predicate for killing a run once step `step` is checkpointed, logged and dumped."""
+    ready_since = []
+
+    def ready() -> bool:
+        latest = checkpoints / "latest_checkpointed_iteration.txt"
+        if not (latest.exists() and latest.read_text().strip() == str(step)):
+            return False
+        if step not in read_metrics(run_dir / "metrics.jsonl") or not (run_dir / "rollouts" / f"{step}.jsonl").exists():
+            return False
+        ready_since.append(time.monotonic())  # let the dump thread finish its file
+        return time.monotonic() - ready_since[0] >= settle_s
+
+    return ready
 
 
 def assert_trained(run: Run, steps: list[int]) -> None:
@@ -70,7 +95,7 @@ def checkpoint_step(checkpoints: Path) -> int:
     return int((checkpoints / "latest_checkpointed_iteration.txt").read_text())
 
 
-def test_grpo_trains_and_resumes(workdir, tmp_path):
+def test_grpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     common = (
         f"trainer.default_local_dir={checkpoints}",
@@ -79,7 +104,9 @@ def test_grpo_trains_and_resumes(workdir, tmp_path):
         "actor_rollout_ref.actor.use_kl_loss=True",
         "actor_rollout_ref.actor.kl_loss_coef=0.001",
     )
-    first = train(workdir, tmp_path / "first", "grpo", 2, *common)
+    first = train(
+        workdir, tmp_path / "first", "grpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
+    )
     assert_trained(first, [1, 2])
     for step in (1, 2):
         assert first.metrics[step]["actor/kl_loss"] >= 0
@@ -111,10 +138,12 @@ def assert_skpo_rows(run: Run, steps: list[int]) -> None:
         assert any(key.startswith("skpo/") for key in run.metrics[step]), step
 
 
-def test_skpo_trains_and_resumes(workdir, tmp_path):
+def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     common = (f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=2")
-    first = train(workdir, tmp_path / "first", "skpo", 2, *common)
+    first = train(
+        workdir, tmp_path / "first", "skpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
+    )
     assert_trained(first, [1, 2])
     assert_skpo_rows(first, [1, 2])
     assert checkpoint_step(checkpoints) == 2
