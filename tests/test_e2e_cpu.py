@@ -135,7 +135,9 @@ def assert_skpo_rows(run: Run, steps: list[int]) -> None:
         for rows in groups.values():
             # session 0 emits [upstream, downstream_0]; sessions 1..G-1 one downstream row each
             assert sorted(rows) == [(0, 0), (0, 1)] + [(s, 0) for s in range(1, GROUP_SIZE)], (step, rows)
-        assert any(key.startswith("skpo/") for key in run.metrics[step]), step
+        metrics = run.metrics[step]
+        assert metrics["skpo/upstream/rows"] == PROMPTS_PER_STEP, step
+        assert metrics["skpo/downstream/rows"] == PROMPTS_PER_STEP * GROUP_SIZE, step
 
 
 def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):

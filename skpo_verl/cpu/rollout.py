@@ -194,10 +194,11 @@ class HFCPUReplica(RolloutReplica):
     """One `HFCPUServer` per replica, colocated with the replica's training workers."""
 
     async def launch_servers(self):
-        if self.rollout_mode != RolloutMode.HYBRID:
+        if self.rollout_mode != RolloutMode.HYBRID or self.is_reward_model or self.is_teacher_model:
             raise NotImplementedError(
-                f"rollout.name={ROLLOUT_NAME} supports the hybrid mode only (rollout on the training "
-                f"workers, as in the sync trainer); got {self.rollout_mode}."
+                f"rollout.name={ROLLOUT_NAME} serves the policy in hybrid mode only (rollout on the training "
+                f"workers, as in the sync trainer); got mode {self.rollout_mode}, reward model "
+                f"{self.is_reward_model}, teacher {self.is_teacher_model}."
             )
         node_id = await self.workers[0].__ray_call__.remote(lambda worker: ray.get_runtime_context().get_node_id())
         name = server_name(self.replica_rank)
