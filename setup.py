@@ -13,8 +13,8 @@ setup(
     version="0.1.0",
     description="Skip-Connected Policy Optimization (SKPO) for verl, as a plugin",
     python_requires=">=3.10,<3.13",
-    packages=find_packages(include=["skpo_verl", "skpo_verl.*"]) + ["skpo_verl.patches"],
-    package_dir={"skpo_verl.patches": "patches"},
+    packages=find_packages(include=["skpo_verl", "skpo_verl.*"]) + ["skpo_verl.patches", "skpo_verl.data_prep"],
+    package_dir={"skpo_verl.patches": "patches", "skpo_verl.data_prep": "data_prep"},
     include_package_data=True,
     install_requires=[
         f"verl=={SUPPORTED_VERL}",
@@ -33,6 +33,8 @@ setup(
         "tqdm",
         "matplotlib",
         "math-verify",
+        "datasets",
+        "tokenizers",
         # The CPU backend reports host memory through it (skpo_verl/cpu/host_device.py).
         "psutil",
     ],
@@ -41,5 +43,11 @@ setup(
         "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],
         "sglang": [f"verl[sglang]=={SUPPORTED_VERL}"],
     },
-    entry_points={"verl.plugins": ["skpo = skpo_verl.plugin"]},
+    entry_points={
+        "verl.plugins": ["skpo = skpo_verl.plugin"],
+        "console_scripts": [
+            "skpo-prepare-data = skpo_verl.data_prep.prepare:main",
+            "skpo-evaluate = skpo_verl.evaluation.cli:main",
+        ],
+    },
 )

@@ -45,8 +45,11 @@ def install(engine_base) -> None:
         if UPSTREAM_MASK in data.keys():
             counts = role_counts(data[UPSTREAM_MASK], data["response_mask"])
             if torch.distributed.is_initialized():
-                counts = counts.to(get_device_id())
-                torch.distributed.all_reduce(counts, group=self.get_data_parallel_group())
+                group = self.get_data_parallel_group()
+                # gloo reduces host tensors; nccl/hccl need the accelerator (as verl's own count does).
+                gloo = "gloo" in str(torch.distributed.get_backend(group))
+                counts = counts.to("cpu" if gloo else get_device_id())
+                torch.distributed.all_reduce(counts, group=group)
             upstream_rows, downstream_tokens = (int(c) for c in counts.tolist())
             tu.assign_non_tensor(data, **{UPSTREAM_ROWS: upstream_rows, DOWNSTREAM_TOKENS: downstream_tokens})
         return real_train_batch(self, data, loss_function)

@@ -14,6 +14,9 @@ Each wrapper below names the `PPOTrainer` method it adapts. All of them are no-o
 - `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): both size a
   mini-batch as `ppo_mini_batch_size * rollout.n` rows, but SKPO has n + 1 rows per prompt.
   `_update_actor` also ships the loss hyperparameters to the workers in `extra_info`.
+- With `algorithm.skpo.tracker.divergence=logprob`, `_compute_advantage` also re-scores each
+  returning prompt's stored segment through the actor's `compute_log_prob` (one extra pass,
+  timed as `timing_s/skpo_divergence`).
 - `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`
   in each `global_step_N` folder (verl has a save callback but no load hook).
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import dataclasses
 import functools
 import os
@@ -147,6 +151,9 @@ def _compute_advantage(original, self, batch, metrics):
     padded = data.select("response_mask", "rm_scores").to_padded_tensor()
     skpo_rows = rows_from_fields(data, [bool(tag.get("is_padding", False)) for tag in batch.tags])
 
+    divergences = None
+    if state.config.tracker.divergence == "logprob":
+        divergences = _measure_logprob_divergences(self, batch, skpo_rows, state, metrics)
     estimator = core_algos.get_adv_estimator_fn("skpo")
     advantages, returns = estimator(
         token_level_rewards=padded["rm_scores"].float(),
@@ -157,7 +164,10 @@ def _compute_advantage(original, self, batch, metrics):
         skpo_state=state,
         global_step=self.global_steps,
         metrics=metrics,
+        logprob_divergences=divergences,
     )
+    if divergences is not None:
+        _remember_segments(batch, skpo_rows, state)
     upstream_mask = torch.as_tensor(skpo_rows.is_upstream & ~skpo_rows.is_padding, dtype=torch.int64)
     output = TensorDict(
         {
@@ -168,6 +178,105 @@ def _compute_advantage(original, self, batch, metrics):
         batch_size=len(batch),
     )
     return tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=output)
+
+
+def _upstream_keys(batch, skpo_rows):
+    real = skpo_rows.is_upstream & ~skpo_rows.is_padding
+    return [key for key, keep in zip(batch.keys, real) if keep], skpo_rows.prompt_keys[real]
+
+
+def _remember_segments(batch, skpo_rows, state) -> None:
+    """Store each upstream row's (q, s) and its old log-probs: the next visit re-scores them."""
+    import transfer_queue as tq
+
+    keys, prompt_keys = _upstream_keys(batch, skpo_rows)
+    if not keys:
+        return
+    data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["prompts", "responses", "old_log_probs"])
+    for prompt_key, prompt, response, log_probs in zip(
+        prompt_keys, data["prompts"].unbind(), data["responses"].unbind(), data["old_log_probs"].unbind()
+    ):
+        state.remember_segment(prompt_key, prompt.tolist(), response.tolist(), log_probs.tolist())
+
+
+def _measure_logprob_divergences(trainer, batch, skpo_rows, state, metrics) -> dict:
+    """D per returning prompt: its stored segment re-scored by the current actor (one extra pass).
+
+    The stored segments go through verl's own `compute_log_prob` as extra TransferQueue rows
+    built on the prompt's current upstream row (same fields, the stored sequence swapped in),
+    padded to the data-parallel size with verl's padding helper, and cleared afterwards.
+    """
+    import time
+
+    import transfer_queue as tq
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+    from verl.utils.model import compute_position_id_with_mask
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+    from verl.workers.utils.padding import response_from_nested
+
+    from skpo_verl.core.tracker import logprob_divergence
+
+    started = time.perf_counter()
+    keys, prompt_keys = _upstream_keys(batch, skpo_rows)
+    returning = [(key, pk) for key, pk in zip(keys, prompt_keys) if pk in state.segments]
+    divergences: dict = {}
+    if returning:
+        templates = tq.kv_batch_get(keys=[key for key, _ in returning], partition_id=batch.partition_id)
+        fields, tags, stored = [], [], []
+        for i, (_, prompt_key) in enumerate(returning):
+            segment = state.segments[prompt_key]
+            template = templates[i]
+            row = {name: copy.deepcopy(template[name]) for name in template.keys()}
+            if row["position_ids"].dim() != 1:
+                raise RuntimeError("algorithm.skpo.tracker.divergence=logprob supports text-only models (1-D positions).")
+            prompt = torch.tensor(segment.prompt_ids, dtype=torch.int64)
+            response = torch.tensor(segment.response_ids, dtype=torch.int64)
+            input_ids = torch.cat([prompt, response])
+            attention_mask = torch.ones_like(input_ids)
+            zeros = torch.zeros(len(response), dtype=torch.float32)
+            for name, value in list(row.items()):
+                # Other response-length fields (old log-probs, entropy, ...) would not match the stored length.
+                if isinstance(value, torch.Tensor) and value.dim() == 1 and len(value) == len(row["responses"]):
+                    row[name] = zeros.to(value.dtype)
+            row.update(
+                prompts=prompt,
+                responses=response,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=compute_position_id_with_mask(attention_mask),
+                response_mask=torch.ones_like(response),
+                loss_mask=torch.ones_like(response),
+            )
+            fields.append(row)
+            tags.append({"status": "success", "seq_len": len(input_ids), "prompt_len": len(prompt), "response_len": len(response)})
+            stored.append(segment.log_probs)
+        rescore_keys = [f"skporescore{trainer.global_steps}_{i}_0" for i in range(len(fields))]
+        tq.kv_batch_put(keys=rescore_keys, partition_id=batch.partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags)
+        meta = tq.KVBatchMeta(partition_id=batch.partition_id, keys=rescore_keys, tags=tags)
+        meta = upsample_batch_to_divisible_size(meta, _actor_dp_size(trainer), trainer.tokenizer.eos_token_id)
+        meta.extra_info.update(
+            calculate_entropy=False, compute_loss=False, temperature=trainer.config.actor_rollout_ref.rollout.temperature
+        )
+        try:
+            trainer.actor_rollout_wg.compute_log_prob(meta)
+            scored = tq.kv_batch_get(keys=rescore_keys, partition_id=batch.partition_id, select_fields=["log_probs", "response_mask"])
+            now = response_from_nested(scored["log_probs"], scored["response_mask"]).unbind()
+            for (_, prompt_key), then, current in zip(returning, stored, now):
+                divergences[prompt_key] = logprob_divergence(then, current.tolist())
+        finally:
+            tq.kv_clear(keys=meta.keys, partition_id=batch.partition_id)
+    metrics["skpo/tracker/rescored_prompts"] = len(returning)
+    metrics["skpo/tracker/divergence_mean"] = float(np.mean(list(divergences.values()))) if divergences else 0.0
+    metrics["timing_s/skpo_divergence"] = time.perf_counter() - started
+    return divergences
+
+
+def _actor_dp_size(trainer) -> int:
+    """Data-parallel size of the actor, as `_balance_batch` reads it (trainer_base l.1610-1617)."""
+    worker_group = trainer.actor_rollout_wg
+    if "actor" not in worker_group._dispatch_info:
+        worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
+    return max(worker_group._dispatch_info["actor"]) + 1
 
 
 def rows_from_fields(data, is_padding) -> "SKPORows":
@@ -193,11 +302,9 @@ def rows_from_fields(data, is_padding) -> "SKPORows":
         is_padding=np.asarray(is_padding, dtype=bool),
         segment_lengths=column(R.SEGMENT_LENGTH, np.int64),
         split_lengths=column(R.SPLIT_LENGTH, np.int64),
-        extra={
-            "segment_nll": column(R.SEGMENT_NLL, np.float64),
-            "candidate_tokens": column(R.CANDIDATE_TOKENS, np.float64),
-            "early_eos_candidates": column(R.EARLY_EOS_CANDIDATES, np.float64),
-        },
+        segment_nll=column(R.SEGMENT_NLL, np.float64),
+        candidate_tokens=column(R.CANDIDATE_TOKENS, np.int64),
+        early_eos_candidates=column(R.EARLY_EOS_CANDIDATES, np.int64),
     )
 
 

@@ -19,7 +19,7 @@ SELECTION_RULES = ("median", "extreme")
 CONDITIONING_MODES = ("skip", "continual", "unconditional")
 SKIP_FORMATS = ("tokens", "chat")
 UPSTREAM_REWARDS = ("mc_mean", "single")
-DIVERGENCE_MEASURES = ("steps",)
+DIVERGENCE_MEASURES = ("steps", "logprob")
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,14 @@ class TrackerConfig:
 
     rho_min: float = 0.875
     rho_max: float = 0.96
-    # How far the policy moved since it last acted on a prompt. "steps": D = training steps
-    # since the prompt was last seen, with the SKPO appendix's half-life of 8.0 steps; it
-    # costs nothing to measure. See docs/config.md for why this is the default.
+    # How far the policy moved since it last acted on a prompt (D in rho = 2^(-D/D_half)).
+    # "steps": training steps since the prompt was last seen (SKPO appendix, half-life 8.0
+    # steps; free). "logprob": token-mean |log pi_then - log pi_now| over the prompt's last
+    # kept segment re-scored by the current actor (SPO's recipe, half-life 0.06; one extra
+    # actor forward pass over the returning prompts' segments each step). docs/config.md.
     divergence: str = "steps"
-    half_life: float = 8.0
+    half_life_steps: float = 8.0
+    half_life_logprob: float = 0.06
     # SKPO starts every prompt at V = 0 in reward space (0.5 in tracker space) and lets the
     # first observation overwrite it: no offline n0 warm-up.
     initial_value: float = 0.0
@@ -95,8 +98,9 @@ class SKPOConfig:
                 f"algorithm.skpo.tracker.rho_min={self.tracker.rho_min} and rho_max={self.tracker.rho_max} "
                 "must satisfy 0 < rho_min <= rho_max <= 1 (the paper uses 0.875 and 0.96)."
             )
-        if self.tracker.half_life <= 0:
-            raise ValueError(f"algorithm.skpo.tracker.half_life={self.tracker.half_life} must be > 0.")
+        for key in ("half_life_steps", "half_life_logprob"):
+            if getattr(self.tracker, key) <= 0:
+                raise ValueError(f"algorithm.skpo.tracker.{key}={getattr(self.tracker, key)} must be > 0.")
         if not -1.0 <= self.tracker.initial_value <= 1.0:
             raise ValueError(
                 f"algorithm.skpo.tracker.initial_value={self.tracker.initial_value} is a reward in [-1, 1]."
@@ -116,6 +120,12 @@ class SKPOConfig:
         loss = _build(LossConfig, section.pop("loss", None), "algorithm.skpo.loss")
         top = _build(cls, section, "algorithm.skpo", tracker=tracker, loss=loss)
         return top
+
+    @property
+    def half_life(self) -> float:
+        """D_half of the configured divergence measure."""
+        t = self.tracker
+        return t.half_life_steps if t.divergence == "steps" else t.half_life_logprob
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,7 +9,7 @@ key and session, and the driver's trackers; the V1 trainer shim
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -32,7 +32,10 @@ class SKPORows:
     is_padding: np.ndarray  # bool [B]: rows verl appended to fill mini-batches
     segment_lengths: np.ndarray  # int [B]
     split_lengths: np.ndarray  # int [B]
-    extra: dict[str, np.ndarray] = field(default_factory=dict)  # rollout statistics for metrics
+    # Rollout statistics, for metrics only (one value per prompt, repeated on its rows).
+    segment_nll: Optional[np.ndarray] = None  # float [B]
+    candidate_tokens: Optional[np.ndarray] = None  # int [B]
+    early_eos_candidates: Optional[np.ndarray] = None  # int [B]
 
 
 def compute_skpo_advantage(
@@ -44,6 +47,7 @@ def compute_skpo_advantage(
     skpo_state: Optional[SKPOState] = None,
     global_step: int = 0,
     metrics: Optional[dict] = None,
+    logprob_divergences: Optional[dict] = None,
     **unused: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
@@ -54,6 +58,7 @@ def compute_skpo_advantage(
         config: verl's `algorithm` config; its `skpo` section is read.
         skpo_rows, skpo_state: supplied by the V1 trainer shim (see module doc).
         metrics: updated in place with `skpo/*` metrics when given.
+        logprob_divergences: prompt key -> D, for `tracker.divergence=logprob` (measured by the shim).
     Returns:
         (advantages, returns), both [B, T], the row's scalar advantage on its response tokens.
     """
@@ -82,7 +87,8 @@ def compute_skpo_advantage(
     adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
 
     observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
-    rhos = np.array([skpo_state.forgetting(k, global_step) for k in up_keys], dtype=np.float64)
+    divergences = logprob_divergences or {}
+    rhos = np.array([skpo_state.forgetting(k, global_step, divergences.get(k)) for k in up_keys], dtype=np.float64)
     for key, reward, length, rho in zip(up_keys, up_rewards, observed_lengths, rhos):
         skpo_state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
         skpo_state.lengths.update(key, float(length), float(rho), global_step)
@@ -150,8 +156,11 @@ def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths,
         "skpo/tracker/prompts": len(state.values),
         "skpo/split_length_mean": _mean(rows.split_lengths[up]),
     }
-    for name, values in rows.extra.items():
-        out[f"skpo/rollout/{name}_mean"] = _mean(np.asarray(values)[up])
+    if rows.segment_nll is not None:
+        answers_per_prompt = down.sum() / max(up.sum(), 1)
+        out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
+        out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
+        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / answers_per_prompt)
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -22,6 +22,12 @@ STATE_FILE = "skpo_state.pt"
 STATE_FORMAT = 1
 
 
+class StoredSegment(NamedTuple):
+    prompt_ids: list[int]
+    response_ids: list[int]
+    log_probs: list[float]
+
+
 class SKPOState:
     def __init__(self, config: SKPOConfig):
         self.config = config
@@ -29,18 +35,34 @@ class SKPOState:
         self.values = BetaTracker(initial_value=float(reward_to_tracker(tracker.initial_value)))
         self.lengths = LengthTracker(initial_length=tracker.initial_length)
         self.rng = np.random.default_rng(config.seed)
+        # divergence=logprob only: each prompt's last kept segment, to re-score at its next visit.
+        self.segments: dict[Any, StoredSegment] = {}
 
-    def forgetting(self, prompt_key: Any, step: int) -> float:
-        """rho for the prompt's next update: D = steps since the prompt was last observed.
+    def forgetting(self, prompt_key: Any, step: int, logprob_divergence: float | None = None) -> float:
+        """rho for the prompt's next update, from the configured divergence D.
 
-        A prompt seen for the first time gets rho_max (as SPO's recipe); with SKPO's zero
-        prior counts the first observation overwrites the initial value whatever rho is.
+        steps: D = steps since the prompt was last observed. logprob: D is measured by the
+        caller (the stored segment re-scored by the current actor). A prompt seen for the
+        first time, or with nothing to re-score, gets rho_max (as SPO's recipe); with SKPO's
+        zero prior counts the first observation overwrites the initial value whatever rho is.
         """
         tracker = self.config.tracker
         last = self.values.last_seen(prompt_key)
-        if last is None:
+        if tracker.divergence == "steps":
+            divergence = None if last is None else float(step - last)
+        else:
+            divergence = logprob_divergence
+        if divergence is None:
             return tracker.rho_max
-        return forgetting_factor(float(step - last), tracker.half_life, tracker.rho_min, tracker.rho_max)
+        return forgetting_factor(divergence, self.config.half_life, tracker.rho_min, tracker.rho_max)
+
+    def remember_segment(self, prompt_key: Any, prompt_ids, response_ids, log_probs) -> None:
+        """Keep the prompt's latest kept segment and its log-probs under the policy that trained on it."""
+        if len(response_ids) != len(log_probs) or not len(response_ids):
+            raise ValueError("a stored segment needs one log-prob per response token and at least one token")
+        self.segments[prompt_key] = StoredSegment(
+            [int(t) for t in prompt_ids], [int(t) for t in response_ids], [float(x) for x in log_probs]
+        )
 
     def split_lengths(self, prompt_keys: Sequence[Any], step: int) -> np.ndarray:
         """t_q for each prompt about to be rolled out (SKPO.md §2.1)."""
@@ -57,6 +79,7 @@ class SKPOState:
             "values": self.values.state_dict(),
             "lengths": self.lengths.state_dict(),
             "rng": self.rng.bit_generator.state,
+            "segments": {key: tuple(segment) for key, segment in self.segments.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -65,6 +88,7 @@ class SKPOState:
         self.values.load_state_dict(state["values"])
         self.lengths.load_state_dict(state["lengths"])
         self.rng.bit_generator.state = state["rng"]
+        self.segments = {key: StoredSegment(*segment) for key, segment in state["segments"].items()}
 
     def save(self, checkpoint_dir: str) -> str:
         """Write atomically into the checkpoint folder; returns the file path."""

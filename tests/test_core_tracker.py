@@ -22,7 +22,7 @@ CFG = TrackerConfig()  # rho in [0.875, 0.96], half-life 8 steps
 
 def test_forgetting_factor_inside_bounds_is_two_to_minus_d_over_half_life():
     # 2^(-1/8) = 0.917004043204671..., inside [0.875, 0.96]
-    rho = forgetting_factor(1.0, CFG.half_life, CFG.rho_min, CFG.rho_max)
+    rho = forgetting_factor(1.0, CFG.half_life_steps, CFG.rho_min, CFG.rho_max)
     assert rho == pytest.approx(0.9170040432046712, abs=1e-15)
 
 
@@ -179,3 +179,22 @@ def test_version_counts_changes():
     assert tracker.version == before + 1
     tracker.load_state_dict(tracker.state_dict())
     assert tracker.version == before + 2
+
+
+def test_logprob_divergence_is_the_token_mean_absolute_change():
+    from skpo_verl.core.tracker import logprob_divergence
+
+    # |(-1.0) - (-1.2)| = 0.2, |(-0.5) - (-0.5)| = 0, |(-2.0) - (-1.9)| = 0.1 -> mean 0.1
+    assert logprob_divergence([-1.0, -0.5, -2.0], [-1.2, -0.5, -1.9]) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        logprob_divergence([], [])
+    with pytest.raises(ValueError):
+        logprob_divergence([-1.0], [-1.0, -2.0])
+
+
+def test_spo_half_life_turns_a_logprob_change_into_rho():
+    # SPO: D_half = 0.06. D = 0.03 -> 2^-0.5 = 0.7071 -> clipped to rho_min 0.875;
+    # D = 0.003 -> 2^-0.05 = 0.96594 -> clipped to rho_max 0.96; D = 0.01 -> 2^(-1/6) = 0.89090.
+    assert forgetting_factor(0.03, 0.06, 0.875, 0.96) == 0.875
+    assert forgetting_factor(0.003, 0.06, 0.875, 0.96) == 0.96
+    assert forgetting_factor(0.01, 0.06, 0.875, 0.96) == pytest.approx(2 ** (-1 / 6))

@@ -68,7 +68,9 @@ def _micro_batch():
 def actor_config():
     from verl.utils.config import omega_conf_to_dataclass
 
-    config = compose_ppo_config(["actor_rollout_ref.actor.policy_loss.loss_mode=skpo"])
+    config = compose_ppo_config(
+        ["actor_rollout_ref.actor.policy_loss.loss_mode=skpo", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
+    )
     return omega_conf_to_dataclass(config.actor_rollout_ref.actor)
 
 

@@ -15,8 +15,9 @@ from skpo_verl.config import SKPOConfig
 from skpo_verl.state import SKPOState
 state = SKPOState(SKPOConfig())
 state.load(sys.argv[1])
+loaded = state.state_dict()
 after = state.split_lengths(list(range(20)), step=99).tolist()
-pickle.dump({"state": state.state_dict(), "draws": after}, open(sys.argv[2], "wb"))
+pickle.dump({"state": loaded, "draws": after}, open(sys.argv[2], "wb"))
 """
 
 
@@ -46,3 +47,17 @@ def test_state_round_trips_through_a_new_process_exactly(tmp_path):
     # Keys keep their types (int and str prompt keys are different prompts).
     keys = reloaded["state"]["values"]["keys"]
     assert {type(k) for k in keys} == {int, str} and keys == state.state_dict()["values"]["keys"]
+
+
+def test_logprob_mode_uses_the_measured_divergence_and_checkpoints_stored_segments(tmp_path):
+    state = SKPOState(SKPOConfig.from_mapping({"tracker": {"divergence": "logprob"}}))
+    # Nothing stored yet (first visit): rho_max.
+    assert state.forgetting("q", step=3, logprob_divergence=None) == 0.96
+    state.values.update("q", 1.0, 0.96, 3)
+    # D = 0.01 with D_half = 0.06: 2^(-1/6) = 0.8909; steps since last seen do not matter.
+    assert state.forgetting("q", step=1000, logprob_divergence=0.01) == 2 ** (-1 / 6)
+    state.remember_segment("q", [5, 6], [7, 8, 9], [-0.5, -1.0, -1.5])
+    state.save(str(tmp_path))
+    reloaded = SKPOState(SKPOConfig.from_mapping({"tracker": {"divergence": "logprob"}}))
+    reloaded.load(str(tmp_path))
+    assert reloaded.segments == {"q": ([5, 6], [7, 8, 9], [-0.5, -1.0, -1.5])}

@@ -126,7 +126,11 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     assert metrics["skpo/upstream/rows"] == 2 and metrics["skpo/downstream/rows"] == 6
     assert metrics["skpo/split_length_mean"] == 6.0
     assert metrics["skpo/tracker/rho_mean"] == pytest.approx(0.96)
-    assert metrics["skpo/rollout/early_eos_candidates_mean"] == 1.0
+    # 1 of the G = 3 candidates ended early, on both prompts; G candidates of 15 tokens in all.
+    assert metrics["skpo/rollout/early_eos_share"] == pytest.approx(1 / 3)
+    assert metrics["skpo/rollout/candidate_tokens_mean"] == 15.0
+    assert metrics["skpo/rollout/segment_nll_mean"] == 1.5
+    assert metrics["skpo/upstream/segment_length_mean"] == 2.5 and metrics["skpo/downstream/answer_length_mean"] == 4.5
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
@@ -134,7 +138,7 @@ def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(
     tq = transfer_queue
     trainer = _trainer(step=5)
     trainer._compute_advantage(_put_batch(tq), {})
-    tq.kv_clear(keys=tq.kv_list("train")["train"].keys(), partition_id="train")
+    tq.kv_clear(keys=list(tq.kv_list("train")["train"]), partition_id="train")
 
     trainer.global_steps = 13  # 8 steps later = one half-life: rho = 0.5 → clipped to rho_min 0.875
     metrics = {}

@@ -19,8 +19,8 @@ def test_a_complete_skpo_config_passes_with_the_paper_defaults():
 
 
 def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
-    parsed = validate_config(compose_ppo_config(SKPO + ["+algorithm.skpo.selection=extreme", "+algorithm.skpo.tracker.half_life=4"]))
-    assert parsed.selection == "extreme" and parsed.tracker.half_life == 4.0
+    parsed = validate_config(compose_ppo_config(SKPO + ["+algorithm.skpo.selection=extreme", "+algorithm.skpo.tracker.half_life_steps=4"]))
+    assert parsed.selection == "extreme" and parsed.tracker.half_life_steps == 4.0 and parsed.half_life == 4.0
 
 
 @pytest.mark.parametrize(

@@ -129,10 +129,8 @@ def skpo_loss(
     is_upstream = is_upstream.bool()
     if is_upstream.shape != log_prob.shape[:1]:
         raise ValueError(f"is_upstream has shape {tuple(is_upstream.shape)}, expected ({log_prob.shape[0]},).")
-    up_mask = mask & is_upstream[:, None]
-    down_mask = mask & ~is_upstream[:, None]
-    local_up_rows = int(up_mask.any(dim=-1).sum())
-    local_down_tokens = int(down_mask.sum())
+    local_up_rows = int(mask[is_upstream].any(dim=-1).sum())
+    local_down_tokens = int(mask[~is_upstream].sum())
     # The global counts include this micro-batch, so a smaller one is a caller bug that
     # would silently inflate the loss (or divide by zero).
     if local_up_rows > upstream_rows or local_down_tokens > downstream_tokens:
@@ -141,26 +139,31 @@ def skpo_loss(
             f"this micro-batch's own ({local_up_rows} upstream rows, {local_down_tokens} downstream tokens)."
         )
 
-    # A global count of 0 implies no local rows of that role, so the sum is an exact 0 that
-    # stays attached to the graph (backward works even on a micro-batch of padding).
-    per_row = upstream_ppo_loss(log_prob, old_log_prob, advantages, up_mask, upstream_clip)
+    # Each term is evaluated on its own rows only (upstream rows are 1 in G + 1). A global
+    # count of 0 implies no local rows of that role, so the sum is an exact 0 that stays
+    # attached to the graph (backward works even on a micro-batch of padding).
+    up, down = is_upstream, ~is_upstream
+    per_row = upstream_ppo_loss(log_prob[up], old_log_prob[up], advantages[up], mask[up], upstream_clip)
     upstream = per_row.sum() / max(upstream_rows, 1)
     per_token = downstream_cispo_loss(
-        log_prob, old_log_prob, advantages, down_mask, downstream_clip_low, downstream_clip_high
+        log_prob[down], old_log_prob[down], advantages[down], mask[down], downstream_clip_low, downstream_clip_high
     )
     downstream = per_token.sum() / max(downstream_tokens, 1)
     loss = scale * (upstream_weight * upstream + downstream_weight * downstream)
 
     with torch.no_grad():
-        ratio = _ratio(log_prob, old_log_prob, mask)
-        _, ppo_clipped = _ppo_token_losses(ratio, advantages, upstream_clip)
-        weight_clipped = (ratio < 1.0 - downstream_clip_low) | (ratio > 1.0 + downstream_clip_high)
+        up_ratio = _ratio(log_prob[up], old_log_prob[up], mask[up])
+        down_ratio = _ratio(log_prob[down], old_log_prob[down], mask[down])
+        _, ppo_clipped = _ppo_token_losses(up_ratio, advantages[up], upstream_clip)
+        weight_clipped = (down_ratio < 1.0 - downstream_clip_low) | (down_ratio > 1.0 + downstream_clip_high)
+        tokens = local_down_tokens + int(mask[up].sum())
+        ratio_sum = float((up_ratio * mask[up]).sum() + (down_ratio * mask[down]).sum())
         metrics = {
             "upstream": float(upstream),
             "downstream": float(downstream),
-            "upstream_clipfrac": _masked_mean(ppo_clipped, up_mask),
-            "downstream_clipfrac": _masked_mean(weight_clipped, down_mask),
-            "ratio_mean": _masked_mean(ratio, mask),
+            "upstream_clipfrac": _masked_mean(ppo_clipped, mask[up]),
+            "downstream_clipfrac": _masked_mean(weight_clipped, mask[down]),
+            "ratio_mean": ratio_sum / tokens if tokens else 0.0,
         }
     return loss, metrics
 

@@ -44,6 +44,20 @@ def forgetting_factor(divergence: float, half_life: float, rho_min: float, rho_m
     return float(np.clip(2.0 ** (-divergence / half_life), rho_min, rho_max))
 
 
+def logprob_divergence(log_probs_then, log_probs_now) -> float:
+    """D = (1/T) sum_t |log pi_then(y_t) - log pi_now(y_t)| over one stored response y (SPO).
+
+    Args:
+        log_probs_then: [T] log-probs of y's tokens when the prompt was last trained.
+        log_probs_now: [T] log-probs of the same tokens under the current policy.
+    """
+    then = np.asarray(log_probs_then, dtype=np.float64)
+    now = np.asarray(log_probs_now, dtype=np.float64)
+    if then.shape != now.shape or then.ndim != 1 or then.size == 0:
+        raise ValueError(f"logprob_divergence needs two equal non-empty 1-D arrays, got {then.shape} and {now.shape}.")
+    return float(np.abs(then - now).mean())
+
+
 def reward_to_tracker(r):
     """Map a reward in [-1, 1] to tracker space [0, 1]: v = (r + 1) / 2. Floats or arrays."""
     return (r + 1.0) / 2.0

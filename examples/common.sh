@@ -1,0 +1,150 @@
+# Shared by every launcher in examples/: the paper's training setup (SKPO.md §6) as verl 0.9.1
+# overrides, so each launcher only states what differs. Source it after setting variables:
+#
+#   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+#   add_paper_settings "$SKPO_MAX_PROMPT_LENGTH"; add_skpo_settings
+#   run_verl "$@"            # extra command-line overrides go last and win
+#
+# PRINT_OVERRIDES=1 prints the final override list (NUL-separated) instead of starting verl;
+# tests/test_launchers.py composes that list with verl's own ppo_trainer.yaml.
+
+# --- where things are (override any of these from the environment) ---
+: "${BASE_MODEL:=llama3.2-3b-instruct}"   # qwen2.5-math-7b | llama3.2-3b-instruct | custom
+: "${DATA_DIR:=$HOME/data/skpo}"          # skpo-prepare-data --output-dir
+: "${TRAIN_FILES:=$DATA_DIR/dapo_math.parquet}"
+: "${VAL_FILES:=$DATA_DIR/math500.parquet}"
+: "${N_GPUS:=8}"
+: "${NNODES:=1}"
+: "${PROJECT:=skpo}"
+: "${CKPT_DIR:=checkpoints}"
+: "${LOGGER:=[console,wandb]}"
+
+# --- the paper's numbers (SKPO.md §6) ---
+TRAIN_STEPS=500
+PROMPTS_PER_STEP=128
+GROUP_SIZE=8
+MINI_BATCH_PROMPTS=32   # 4 updates per step
+LR=1e-6
+LR_WARMUP_STEPS=10      # then constant
+WEIGHT_DECAY=0.1
+GRAD_CLIP=1.0
+MAX_PROMPT_LENGTH=1024
+MAX_RESPONSE_LENGTH=3072
+# SKPO's downstream prompt is [s, q]: the kept segment s is at most L_q/2 tokens and L_q (a
+# mean response length) is at most MAX_RESPONSE_LENGTH, so s <= 1536 tokens sit before a
+# problem of up to MAX_PROMPT_LENGTH tokens. verl pads prompts to data.max_prompt_length.
+MAX_SEGMENT_LENGTH=$((MAX_RESPONSE_LENGTH / 2))
+SKPO_MAX_PROMPT_LENGTH=$((MAX_PROMPT_LENGTH + MAX_SEGMENT_LENGTH))
+# Renders each message's text with no role markers: how base models are prompted.
+PLAIN_CHAT_TEMPLATE='{% for message in messages %}{{ message.content }}{% endfor %}'
+
+ARGS=()
+
+add() { ARGS+=("$@"); }
+
+# Model presets: path, prompt format (plain for base models, the model's chat template for
+# instruct models) and rollout tensor parallelism. Variables already set win.
+use_base_model() {
+  case "$BASE_MODEL" in
+    qwen2.5-math-7b)
+      : "${MODEL_PATH:=Qwen/Qwen2.5-Math-7B}"; : "${PROMPT_FORMAT:=plain}"; : "${ROLLOUT_TP:=2}" ;;
+    llama3.2-3b-instruct)
+      : "${MODEL_PATH:=meta-llama/Llama-3.2-3B-Instruct}"; : "${PROMPT_FORMAT:=chat}"; : "${ROLLOUT_TP:=1}" ;;
+    custom)
+      : "${MODEL_PATH:?set MODEL_PATH for BASE_MODEL=custom}"; : "${PROMPT_FORMAT:=chat}"; : "${ROLLOUT_TP:=1}" ;;
+    *)
+      echo "BASE_MODEL=$BASE_MODEL is not known; use qwen2.5-math-7b, llama3.2-3b-instruct or custom" >&2
+      exit 1 ;;
+  esac
+  add actor_rollout_ref.model.path="$MODEL_PATH"
+  case "$PROMPT_FORMAT" in
+    plain) add "actor_rollout_ref.model.custom_chat_template=\"$PLAIN_CHAT_TEMPLATE\"" ;;
+    chat) ;;
+    *) echo "PROMPT_FORMAT=$PROMPT_FORMAT: use plain or chat" >&2; exit 1 ;;
+  esac
+}
+
+# Everything every Table 1 run shares: data, batch sizes, optimiser, lengths, rewards, trainer.
+# $1: data.max_prompt_length ($MAX_PROMPT_LENGTH, or $SKPO_MAX_PROMPT_LENGTH for SKPO).
+add_paper_settings() {
+  use_base_model
+  add data.train_files="$TRAIN_FILES" data.val_files="$VAL_FILES"
+  add data.train_batch_size="$PROMPTS_PER_STEP"
+  add data.max_prompt_length="$1" data.max_response_length="$MAX_RESPONSE_LENGTH"
+  add data.filter_overlong_prompts=True data.truncation=error
+  add actor_rollout_ref.rollout.n="$GROUP_SIZE"
+  add actor_rollout_ref.actor.ppo_mini_batch_size="$MINI_BATCH_PROMPTS"
+  add actor_rollout_ref.actor.optim.lr="$LR"
+  add actor_rollout_ref.actor.optim.lr_warmup_steps="$LR_WARMUP_STEPS"
+  add actor_rollout_ref.actor.optim.lr_scheduler_type=constant
+  add actor_rollout_ref.actor.optim.weight_decay="$WEIGHT_DECAY"
+  add "actor_rollout_ref.actor.optim.betas=[0.9,0.999]"
+  add actor_rollout_ref.actor.optim.clip_grad="$GRAD_CLIP"
+  add actor_rollout_ref.actor.fsdp_config.dtype=bfloat16 actor_rollout_ref.rollout.dtype=bfloat16
+  add actor_rollout_ref.actor.loss_agg_mode=token-mean
+  add actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0
+  add algorithm.use_kl_in_reward=False
+  # Token budget per GPU for dynamic micro-batches: two full-length sequences.
+  add actor_rollout_ref.actor.use_dynamic_bsz=True
+  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * ($1 + MAX_RESPONSE_LENGTH)))
+  add actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.temperature=1.0
+  add actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
+  add actor_rollout_ref.rollout.gpu_memory_utilization=0.6
+  add reward.custom_reward_function.path=pkg://skpo_verl.reward
+  add reward.custom_reward_function.name=compute_score
+  add trainer.total_training_steps="$TRAIN_STEPS"
+  add trainer.n_gpus_per_node="$N_GPUS" trainer.nnodes="$NNODES"
+  add trainer.project_name="$PROJECT" trainer.experiment_name="$EXPERIMENT"
+  add trainer.default_local_dir="$CKPT_DIR/$PROJECT/$EXPERIMENT"
+  add trainer.save_freq=100 trainer.test_freq=50 trainer.val_before_train=False
+  add "trainer.logger=$LOGGER"
+}
+
+# SKPO itself: estimator, loss, agent loop. Paper defaults for algorithm.skpo.* come from
+# skpo_verl/config.py; ablations add +algorithm.skpo.<key>=... .
+add_skpo_settings() {
+  add algorithm.adv_estimator=skpo
+  add actor_rollout_ref.actor.policy_loss.loss_mode=skpo
+  add actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent
+}
+
+# Table 1 baselines that verl 0.9.1 implements (docs/reproduction.md says why each setting).
+add_baseline_settings() {
+  add algorithm.adv_estimator=grpo
+  case "$1" in
+    grpo)
+      add actor_rollout_ref.actor.policy_loss.loss_mode=vanilla ;;
+    gspo)
+      add actor_rollout_ref.actor.policy_loss.loss_mode=gspo
+      add actor_rollout_ref.actor.clip_ratio_low=0.0003 actor_rollout_ref.actor.clip_ratio_high=0.0004
+      add actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean ;;
+    dapo)
+      add actor_rollout_ref.actor.policy_loss.loss_mode=vanilla
+      add actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28
+      add algorithm.filter_groups.enable=True algorithm.filter_groups.metric=acc
+      add reward.reward_manager.name=dapo
+      add +reward.reward_kwargs.max_resp_len="$MAX_RESPONSE_LENGTH"
+      add +reward.reward_kwargs.overlong_buffer_cfg.enable=True
+      add +reward.reward_kwargs.overlong_buffer_cfg.len=512
+      add +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0
+      add +reward.reward_kwargs.overlong_buffer_cfg.log=False ;;
+    cispo)
+      add actor_rollout_ref.actor.policy_loss.loss_mode=cispo
+      add actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28 ;;
+    sapo)
+      add actor_rollout_ref.actor.policy_loss.loss_mode=sapo
+      add actor_rollout_ref.actor.tau_pos=1.0 actor_rollout_ref.actor.tau_neg=1.05
+      add actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean ;;
+    *)
+      echo "baseline $1 is not one verl 0.9.1 runs; see docs/reproduction.md" >&2; exit 1 ;;
+  esac
+}
+
+run_verl() {
+  local all=("${ARGS[@]}" "$@")
+  if [[ "${PRINT_OVERRIDES:-0}" == 1 ]]; then
+    printf '%s\0' "${all[@]}"
+    return 0
+  fi
+  exec python3 -m verl.trainer.main_ppo "${all[@]}"
+}

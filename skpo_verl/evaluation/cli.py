@@ -1,0 +1,89 @@
+"""`skpo-evaluate`: the paper's evaluation, in three steps that can run on different machines.
+
+    skpo-evaluate generate --model CKPT --data-dir ~/data/skpo --generations gen.jsonl   # GPU, vLLM
+    skpo-evaluate score --generations gen.jsonl --base-model Llama-3.2-3B-Instruct --method SKPO \\
+        --results results.json                                                            # CPU
+    skpo-evaluate render --results results.json --out-dir tables/                         # CPU
+
+`score` adds (or replaces) one row of the results file and re-renders the tables; `render`
+only re-renders from the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from skpo_verl.evaluation import scoring, table
+from skpo_verl.evaluation.generate import Sampling, generate
+from skpo_verl.evaluation.protocol import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="skpo-evaluate", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="sample answers with vLLM (GPU)")
+    gen.add_argument("--model", required=True, help="checkpoint path or model id (a merged HF checkpoint)")
+    gen.add_argument("--data-dir", required=True, help="folder with the benchmark parquets from skpo-prepare-data")
+    gen.add_argument("--generations", required=True, help="output JSON-lines file")
+    gen.add_argument("--prompt-format", choices=("chat", "plain"), default="chat", help="plain for base models")
+    gen.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    gen.add_argument("--top-p", type=float, default=DEFAULT_TOP_P)
+    gen.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--tensor-parallel-size", type=int, default=1)
+
+    score = commands.add_parser("score", help="judge saved generations, add a results row, render the tables")
+    score.add_argument("--generations", required=True)
+    score.add_argument("--base-model", required=True, help="table group, e.g. Llama-3.2-3B-Instruct")
+    score.add_argument("--method", required=True, help="table row, e.g. SKPO")
+    score.add_argument("--results", required=True, help="results JSON file (created if missing)")
+    score.add_argument("--out-dir", help="where to render the tables (default: next to --results)")
+
+    render = commands.add_parser("render", help="re-render the tables from a results file")
+    render.add_argument("--results", required=True)
+    render.add_argument("--out-dir", help="default: next to --results")
+    return parser.parse_args(argv)
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
+    generate(
+        args.model,
+        args.data_dir,
+        args.generations,
+        sampling=sampling,
+        prompt_format=args.prompt_format,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
+
+
+def run_score(args: argparse.Namespace) -> None:
+    generations = scoring.read_generations(args.generations)
+    scores = scoring.avg_at_k(generations, scoring.judge_all(generations))
+    results = table.load_results(args.results) if os.path.exists(args.results) else {"entries": []}
+    table.add_entry(results, args.base_model, args.method, scores)
+    table.save_results(results, args.results)
+    run_render(args)
+
+
+def run_render(args: argparse.Namespace) -> None:
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
+    paths = table.write_all(table.load_results(args.results), out_dir)
+    print("\n".join(paths.values()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        {"generate": run_generate, "score": run_score, "render": run_render}[args.command](args)
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"skpo-evaluate: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""The paper's evaluation protocol (SKPO.md §6): which benchmarks, how many samples each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    data_source: str  # as written by data_prep, and the parquet's file name
+    column: str  # Table 1 column title
+    samples: int  # k in avg@k
+
+
+BENCHMARKS = (
+    Benchmark("aime2024", "AIME24", 32),
+    Benchmark("aime2025", "AIME25", 32),
+    Benchmark("amc2023", "AMC", 3),
+    Benchmark("math500", "MATH", 3),
+    Benchmark("minerva", "Minerva", 3),
+    Benchmark("olympiadbench", "Olympiad", 3),
+)
+AVERAGE_COLUMN = "Avg."
+
+# The paper states the response budget (3072) but not the sampling settings; these are the
+# usual avg@k settings (docs/evaluation.md). `skpo-evaluate generate` takes each as an option.
+DEFAULT_TEMPERATURE = 0.6
+DEFAULT_TOP_P = 0.95
+DEFAULT_MAX_TOKENS = 3072
+
+
+def benchmark(data_source: str) -> Benchmark:
+    for bench in BENCHMARKS:
+        if bench.data_source == data_source:
+            return bench
+    raise ValueError(
+        f"{data_source!r} is not a Table 1 benchmark; expected one of {', '.join(b.data_source for b in BENCHMARKS)}."
+    )

@@ -1,0 +1,54 @@
+"""avg@k from saved generations, with SKPO's ±1 reward as the judge.
+
+Generations file: JSON lines `{"data_source", "index", "ground_truth", "response"}`, one per
+sample (written by `generate.py`, or by any other generator). avg@k of a benchmark =
+100 x mean over problems of the fraction of that problem's k samples judged correct.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable
+
+from tqdm import tqdm
+
+from skpo_verl.evaluation.protocol import benchmark
+from skpo_verl.reward import DEFAULT_POOL_PROCESSES, compute_score
+
+
+def read_generations(path: str) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def judge_all(generations: list[dict], threads: int = DEFAULT_POOL_PROCESSES) -> list[float]:
+    """1.0 / 0.0 per generation, in order."""
+
+    def judge(sample: dict) -> float:
+        return compute_score(sample["data_source"], sample["response"], sample["ground_truth"])["acc"]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(tqdm(pool.map(judge, generations), total=len(generations), desc="judging", unit="answer"))
+
+
+def avg_at_k(generations: Iterable[dict], correct: Iterable[float], samples: dict[str, int] | None = None) -> dict:
+    """{data_source: avg@k in percent}. Every problem must have exactly k samples.
+
+    samples: k per data_source; defaults to the paper's protocol (protocol.BENCHMARKS).
+    """
+    per_problem: dict[str, dict[object, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for sample, value in zip(generations, correct, strict=True):
+        per_problem[sample["data_source"]][sample["index"]].append(value)
+    scores = {}
+    for data_source, problems in per_problem.items():
+        k = (samples or {}).get(data_source) or benchmark(data_source).samples
+        short = {index: len(values) for index, values in problems.items() if len(values) != k}
+        if short:
+            raise ValueError(
+                f"{data_source}: avg@{k} needs {k} samples per problem, but problems {dict(list(short.items())[:5])} "
+                f"have other counts; regenerate them (skpo-evaluate generate) before scoring."
+            )
+        scores[data_source] = 100.0 * sum(sum(values) / k for values in problems.values()) / len(problems)
+    return scores

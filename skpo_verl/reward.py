@@ -1,0 +1,229 @@
+"""SKPO's outcome reward R_II: +1 when the final answer matches the ground truth, else -1.
+
+Select it in verl with
+
+    reward.custom_reward_function.path=pkg://skpo_verl.reward
+    reward.custom_reward_function.name=compute_score
+
+(`pkg://` makes verl 0.9.1 import the installed module by name, `verl/utils/import_utils.py`
+`load_module`; a plain file path such as `$(python -c 'import skpo_verl.reward as r; print(r.__file__)')`
+works too).
+
+The same function judges every source data_prep writes (DAPO-Math-17k, MATH-500, AIME, AMC,
+Minerva, OlympiadBench, GSM8K): the final answer is the last `\\boxed{...}` or `Answer: ...`
+line of the response, and equivalence is decided by math-verify (fractions, decimals,
+LaTeX, sets, intervals, `x = 3` vs `3`).
+
+Timeouts. verl's reward managers call a synchronous reward function through
+`loop.run_in_executor(None, ...)` (`verl/experimental/reward_loop/reward_manager/naive.py`),
+i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So judging runs in
+a small pool of spawned processes: each task runs in its process's main thread, where
+math-verify's own timeout works, and the caller additionally waits at most
+`2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
+that guard the pool is replaced. Both give -1 with reason "timeout".
+
+The function never raises. It returns verl's dict form: `score` (the reward), plus `acc`
+(1.0/0.0), `pred` (the extracted answer, for verl's maj@N) and `reason`, recorded by verl as
+reward extra info:
+"correct", "wrong", "empty_response", "no_answer" (no boxed / Answer: line),
+"unparseable_answer", "unparseable_ground_truth", "timeout", "error:<ExceptionType>".
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import re
+import threading
+from typing import Any
+
+import numpy as np
+
+CORRECT = 1.0
+INCORRECT = -1.0
+DEFAULT_TIMEOUT_S = 5
+POOL_PROCESSES_ENV = "SKPO_REWARD_JUDGE_PROCESSES"
+DEFAULT_POOL_PROCESSES = 2
+
+_BOXED_COMMANDS = ("\\boxed", "\\fbox")
+_ANSWER_LINE = re.compile(
+    r"^[ \t>*#_]*(?:final\s+answer|answer)[ \t*_]*[:：][ \t*_]*(?P<answer>.+?)[ \t*_]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Minerva-style closing sentence: "Final Answer: The final answer is $27$. I hope it is correct."
+_FINAL_ANSWER_IS = re.compile(
+    r"final answer is[ \t:]*(?P<answer>.+?)(?:\.\s*$|\.\s+I hope|$)", re.IGNORECASE | re.MULTILINE
+)
+_MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    timeout_s: int = DEFAULT_TIMEOUT_S,
+    **_verl_kwargs: Any,
+) -> dict[str, Any]:
+    """verl's custom reward signature; returns {"score": +1/-1, "acc", "pred", "reason"}."""
+    try:
+        return _score(solution_str, ground_truth, timeout_s)
+    except Exception as error:  # the reward must never stop a training step
+        return _result(False, pred="", reason=f"error:{type(error).__name__}")
+
+
+def _score(solution_str: Any, ground_truth: Any, timeout_s: int) -> dict[str, Any]:
+    if not isinstance(solution_str, str) or not solution_str.strip():
+        return _result(False, pred="", reason="empty_response")
+    gold = ground_truth_text(ground_truth)
+    if not gold:
+        return _result(False, pred="", reason="unparseable_ground_truth")
+    pred = extract_final_answer(solution_str)
+    if pred is None:
+        return _result(False, pred="", reason="no_answer")
+    verdict = _judge_in_pool(pred, gold, timeout_s)
+    return _result(verdict == "correct", pred=pred, reason=verdict)
+
+
+def _result(correct: bool, pred: str, reason: str) -> dict[str, Any]:
+    return {
+        "score": CORRECT if correct else INCORRECT,
+        "acc": 1.0 if correct else 0.0,
+        "pred": pred,
+        "reason": reason,
+    }
+
+
+def ground_truth_text(ground_truth: Any) -> str:
+    """The ground truth as one string; lists (OlympiadBench's several answers) are comma-joined."""
+    if ground_truth is None:
+        return ""
+    if isinstance(ground_truth, (list, tuple, np.ndarray)):
+        return ", ".join(strip_math_delimiters(str(item)) for item in ground_truth if str(item).strip())
+    if isinstance(ground_truth, float) and ground_truth.is_integer():
+        return str(int(ground_truth))
+    return strip_math_delimiters(str(ground_truth))
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The response's final answer: whichever of the last `\\boxed{}` / `Answer:` line ends last.
+
+    An `Answer:` line that itself contains a `\\boxed{}` (or "the final answer is X") yields that content.
+    """
+    candidates = [found for found in (_last_boxed(text), _last_answer_line(text)) if found is not None]
+    if not candidates:
+        return None
+    _, answer = max(candidates)
+    inner = _last_boxed(answer)
+    phrase = _FINAL_ANSWER_IS.search(answer)
+    if inner is not None:
+        answer = inner[1]
+    elif phrase is not None:
+        answer = phrase.group("answer")
+    return strip_math_delimiters(answer) or None
+
+
+def _last_boxed(text: str) -> tuple[int, str] | None:
+    """(end offset, content) of the last `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5`."""
+    start = max(text.rfind(command) for command in _BOXED_COMMANDS)
+    if start < 0:
+        return None
+    command = next(c for c in _BOXED_COMMANDS if text.startswith(c, start))
+    rest = start + len(command)
+    if rest < len(text) and text[rest] == " ":
+        match = re.match(r" ([^\s$]+)", text[rest:])
+        return (rest + match.end(), match.group(1)) if match else None
+    if rest >= len(text) or text[rest] != "{":
+        return None
+    depth = 0
+    for offset in range(rest, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[offset], 0)
+        if depth == 0:
+            return offset + 1, text[rest + 1 : offset]
+    return None
+
+
+def _last_answer_line(text: str) -> tuple[int, str] | None:
+    matches = list(_ANSWER_LINE.finditer(text)) + list(_FINAL_ANSWER_IS.finditer(text))
+    if not matches:
+        return None
+    last = max(matches, key=lambda match: match.end("answer"))
+    return last.end("answer"), last.group("answer")
+
+
+def strip_math_delimiters(answer: str) -> str:
+    """Remove surrounding `$..$`, `\\(..\\)`, `\\[..\\]`, bold marks and a final period."""
+    answer = answer.strip().strip("*").strip()
+    changed = True
+    while changed:
+        changed = False
+        for left, right in _MATH_DELIMITERS:
+            if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
+                answer = answer[len(left) : -len(right)].strip()
+                changed = True
+        if answer.endswith("."):
+            answer = answer[:-1].rstrip()
+            changed = True
+    return answer
+
+
+def judge_answer(pred: str, gold: str, timeout_s: int = DEFAULT_TIMEOUT_S) -> str:
+    """math-verify equivalence of two answer strings. Must run in a main thread (signal timeout).
+
+    Returns "correct", "wrong", "unparseable_answer", "unparseable_ground_truth" or "timeout".
+    """
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
+    try:
+        gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=timeout_s, raise_on_error=True)
+        if not gold_parsed:
+            return "unparseable_ground_truth"
+        pred_parsed = parse(f"\\boxed{{{pred}}}", parsing_timeout=timeout_s, raise_on_error=True)
+        if not pred_parsed:
+            return "correct" if _plain(pred) == _plain(gold) else "unparseable_answer"
+        equal = verify(gold_parsed, pred_parsed, timeout_seconds=timeout_s, raise_on_error=True)
+    except TimeoutException:
+        return "timeout"
+    return "correct" if equal or _plain(pred) == _plain(gold) else "wrong"
+
+
+def _plain(answer: str) -> str:
+    """Text answers (Minerva's units, OlympiadBench's words) also count when equal up to spacing/case."""
+    return re.sub(r"\s+|\\[,;!: ]|\\text\{|\}|\{", "", answer).lower()
+
+
+_pool_lock = threading.Lock()
+_pool = None
+
+
+def _judge_in_pool(pred: str, gold: str, timeout_s: int) -> str:
+    pool = _judge_pool()
+    # The pool pickles the function by module name; verl may have loaded this file under
+    # another name (a file path), so submit the installed module's function.
+    judge = importlib.import_module("skpo_verl.reward").judge_answer
+    pending = pool.apply_async(judge, (pred, gold, timeout_s))
+    try:
+        return pending.get(timeout=2 * timeout_s + 5)
+    except multiprocessing.TimeoutError:
+        _replace_pool(pool)
+        return "timeout"
+
+
+def _judge_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            processes = int(os.environ.get(POOL_PROCESSES_ENV, DEFAULT_POOL_PROCESSES))
+            _pool = multiprocessing.get_context("spawn").Pool(processes=processes)
+        return _pool
+
+
+def _replace_pool(stuck) -> None:
+    """Kill a pool whose task hung past the guard (tasks of other threads in it end as "timeout")."""
+    global _pool
+    with _pool_lock:
+        if _pool is stuck:
+            _pool = None
+    stuck.terminate()

@@ -1,0 +1,204 @@
+"""Converters: real column layouts in, parquet that verl 0.9.1's own RLHFDataset loads out."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from skpo_verl.data_prep import prepare
+from skpo_verl.data_prep.convert import TEMPLATES, convert, read_table
+from skpo_verl.data_prep.sources import SOURCES
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
+FIXTURE_FILES = {
+    "dapo_math": "dapo_math.parquet",
+    "math500": "math500.jsonl",
+    "aime2024": "aime2024.parquet",
+    "aime2025": "aime2025.jsonl",
+    "amc2023": "amc2023.jsonl",
+    "minerva": "minerva.jsonl",
+    "olympiadbench": "olympiadbench.json",
+    "gsm8k_train": "gsm8k_train.csv",
+    "gsm8k_test": "gsm8k_test.jsonl",
+}
+# source -> (data_source, ground truths in order, rows written)
+EXPECTED = {
+    "dapo_math": ("math_dapo", ["2", "5"]),
+    "math500": ("math500", ["\\frac{14}{3}", "(3, \\frac{\\pi}{2})"]),
+    "aime2024": ("aime2024", ["25", "33"]),
+    "aime2025": ("aime2025", ["70", "117"]),
+    "amc2023": ("amc2023", ["27", "4"]),
+    "minerva": ("minerva", ["0.49", "10"]),
+    "olympiadbench": ("olympiadbench", ["(2,3),(-1,0)", "8"]),
+    "gsm8k_train": ("gsm8k", ["72", "2400"]),
+    "gsm8k_test": ("gsm8k", ["18"]),
+}
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer trained here on a few strings (no Hub download)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(["Solve the following math problem step by step.", "What is 1+1? Answer: 2"], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", chat_template=CHAT_TEMPLATE
+    )
+
+
+def run_converter(source: str, output_dir, *extra: str) -> pd.DataFrame:
+    fixture = os.path.join(FIXTURES, FIXTURE_FILES[source])
+    assert prepare.main(["--source", source, "--input", fixture, "--output-dir", str(output_dir), *extra]) == 0
+    return pd.read_parquet(os.path.join(output_dir, f"{source}.parquet"))
+
+
+def load_report(output_dir, source: str) -> dict:
+    with open(os.path.join(output_dir, f"{source}.report.json")) as handle:
+        return json.load(handle)
+
+
+def test_every_source_has_a_fixture():
+    assert set(FIXTURE_FILES) == set(SOURCES)
+
+
+@pytest.mark.parametrize("source", sorted(FIXTURE_FILES))
+def test_converter_output_loads_through_verl_rlhf_dataset(source, tmp_path, tiny_tokenizer):
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    run_converter(source, tmp_path)
+    config = OmegaConf.create(
+        {
+            "max_prompt_length": 512,
+            "filter_overlong_prompts": True,
+            "filter_overlong_prompts_workers": 1,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    dataset = RLHFDataset(str(tmp_path / f"{source}.parquet"), tiny_tokenizer, config)
+
+    data_source, ground_truths = EXPECTED[source]
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [item["reward_model"]["ground_truth"] for item in items] == ground_truths
+    assert {item["data_source"] for item in items} == {data_source}
+    assert [item["index"] for item in items] == list(range(len(ground_truths)))
+    assert {item["extra_info"]["split"] for item in items} == {SOURCES[source].split}
+    assert items[0]["raw_prompt"][0]["role"] == "user"
+
+
+def test_dapo_prompts_are_unwrapped_and_rewrapped_identically(tmp_path):
+    rows = run_converter("dapo_math", tmp_path)
+    raw = pd.read_parquet(os.path.join(FIXTURES, "dapo_math.parquet"))
+    assert rows["prompt"][0][0]["content"] == raw["prompt"][0][0]["content"]
+    assert rows["extra_info"][0]["problem"] == "What is $1+1$?"
+
+
+def test_dapo_duplicates_keep_the_first_copy_and_conflicts_are_refused(tmp_path):
+    rows = run_converter("dapo_math", tmp_path)
+    report = load_report(tmp_path, "dapo_math")
+    assert [info["source_id"] for info in rows["extra_info"]] == ["a0", "a1"]
+    # a3 differs from a0 only in whitespace.
+    assert report["dropped_duplicates"] == {"count": 2, "row_ids": ["a2", "a3"]}
+    assert report["refused"]["conflicting_duplicate"] == {"count": 2, "row_ids": ["a4", "a5"]}
+    assert report["refused"]["missing_answer"] == {"count": 1, "row_ids": ["a6"]}
+    assert (report["input_rows"], report["written_rows"]) == (7, 2)
+
+
+def test_every_input_row_is_written_or_reported(tmp_path):
+    for source in FIXTURE_FILES:
+        run_converter(source, tmp_path)
+        report = load_report(tmp_path, source)
+        refused = sum(entry["count"] for entry in report["refused"].values())
+        assert report["input_rows"] == report["written_rows"] + report["dropped_duplicates"]["count"] + refused
+
+
+def test_bad_rows_are_named_by_their_source_ids(tmp_path):
+    run_converter("math500", tmp_path)
+    run_converter("olympiadbench", tmp_path)
+    run_converter("gsm8k_train", tmp_path)
+    assert load_report(tmp_path, "math500")["refused"] == {
+        "missing_problem": {"count": 1, "row_ids": ["test/algebra/2.json"]},
+        "missing_answer": {"count": 1, "row_ids": ["test/algebra/3.json"]},
+    }
+    assert load_report(tmp_path, "olympiadbench")["refused"] == {"missing_answer": {"count": 1, "row_ids": ["1608"]}}
+    # GSM8K rows have no id column: the row position names them.
+    assert load_report(tmp_path, "gsm8k_train")["refused"] == {"missing_answer": {"count": 1, "row_ids": ["row2"]}}
+
+
+def test_strict_mode_fails_when_rows_are_refused(tmp_path):
+    fixture = os.path.join(FIXTURES, FIXTURE_FILES["math500"])
+    assert prepare.main(["--source", "math500", "--input", fixture, "--output-dir", str(tmp_path), "--strict"]) == 2
+
+
+def test_boxed_template_wraps_the_problem(tmp_path):
+    rows = run_converter("aime2025", tmp_path, "--template", "boxed")
+    assert rows["prompt"][0][0]["content"] == TEMPLATES["boxed"].replace("{problem}", rows["extra_info"][0]["problem"])
+    assert rows["prompt"][0][0]["content"].endswith("within \\boxed{}.")
+
+
+def test_all_sources_from_an_input_dir(tmp_path):
+    input_dir = tmp_path / "raw"
+    input_dir.mkdir()
+    for source, name in FIXTURE_FILES.items():
+        os.symlink(os.path.join(FIXTURES, name), input_dir / (source + os.path.splitext(name)[1]))
+    assert prepare.main(["--source", "all", "--input-dir", str(input_dir), "--output-dir", str(tmp_path / "out")]) == 0
+    assert sorted(p for p in os.listdir(tmp_path / "out") if p.endswith(".parquet")) == sorted(
+        f"{source}.parquet" for source in FIXTURE_FILES
+    )
+
+
+def test_unsupported_file_type_names_the_accepted_ones(tmp_path):
+    path = tmp_path / "data.xlsx"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"\.parquet, \.jsonl, \.json or \.csv"):
+        read_table(str(path))
+
+
+def test_converter_keeps_input_order_for_stable_indices():
+    raw = pd.DataFrame({"question": ["b", "a", "c"], "answer": ["#### 1", "#### 2", "#### 3"]})
+    rows, _ = convert(raw, SOURCES["gsm8k_test"])
+    assert [(info["problem"], info["index"]) for info in rows["extra_info"]] == [("b", 0), ("a", 1), ("c", 2)]
+
+
+def test_prepare_data_example_writes_every_source_offline(tmp_path):
+    import subprocess
+    import sys
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for source, name in FIXTURE_FILES.items():
+        os.symlink(os.path.join(FIXTURES, name), raw / (source + os.path.splitext(name)[1]))
+    script = os.path.join(os.path.dirname(FIXTURES), "..", "..", "examples", "prepare_data.sh")
+    environment = {
+        **os.environ,
+        "RAW_DIR": str(raw),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+    }
+    subprocess.run(["bash", script], env=environment, check=True, capture_output=True)
+    assert len(list((tmp_path / "data").glob("*.parquet"))) == len(FIXTURE_FILES)
+
+
+def test_offline_hub_failure_names_the_local_file_option(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    assert prepare.main(["--source", "math500", "--output-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "Could not load HuggingFaceH4/MATH-500" in error and "pass the file with --input" in error
