@@ -17,6 +17,8 @@ RANKS=${RANKS:-1}                     # FSDP2 ranks (gloo), each a Ray "GPU" slo
 
 # The CPU backend is opt-in: verl's platform override selects skpo_verl's `cpu` platform.
 export VERL_PLATFORM=cpu
+# TransferQueue asks for 8 threads and warns on every transfer when there are fewer physical cores.
+export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python -c "import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))")}
 eval "$(python -m skpo_verl.cpu.prepare "$WORKDIR")"
 
 case "$ALGO" in
