@@ -119,10 +119,11 @@ def run_training(
     algo: str,
     steps: int,
     *overrides: str,
+    ranks: int = 1,
     kill_when: Callable[[], bool] | None = None,
     timeout_s: float = 420,
 ) -> Run:
-    """Train with the launcher; `workdir` holds the tiny model and data (shared between runs).
+    """Train with the launcher on `ranks` FSDP2 ranks; `workdir` holds the tiny model and data.
 
     With `kill_when`, the run is killed (SIGKILL to its process group, no clean shutdown)
     as soon as the predicate holds, as a preempted job would be.
@@ -136,6 +137,7 @@ def run_training(
         "ALGO": algo,
         "WORKDIR": str(workdir),
         "STEPS": str(steps),
+        "RANKS": str(ranks),
         "VERL_FILE_LOGGER_PATH": str(metrics_path),
         "RAY_DEDUP_LOGS": "0",
     }

@@ -42,10 +42,10 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cpu_tiny")
 
 
-def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, kill_when=None) -> Run:
+def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, ranks=1, kill_when=None) -> Run:
     ray_dir = short_ray_dir()
     try:
-        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides, kill_when=kill_when)
+        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides, ranks=ranks, kill_when=kill_when)
     finally:
         leftovers = wait_for_ray_exit(ray_dir, timeout_s=0 if kill_when else 15)
         end_ray_processes(ray_dir)
@@ -96,6 +96,7 @@ def checkpoint_step(checkpoints: Path) -> int:
 
 
 def test_grpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
+    """GRPO with verl's single_turn_agent, on two FSDP2 ranks (gloo) and two hf_cpu replicas."""
     checkpoints = tmp_path / "checkpoints"
     common = (
         f"trainer.default_local_dir={checkpoints}",
@@ -104,9 +105,8 @@ def test_grpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
         "actor_rollout_ref.actor.use_kl_loss=True",
         "actor_rollout_ref.actor.kl_loss_coef=0.001",
     )
-    first = train(
-        workdir, tmp_path / "first", "grpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
-    )
+    kill = after_checkpoint(tmp_path / "first", checkpoints, 2)
+    first = train(workdir, tmp_path / "first", "grpo", 4, *common, ranks=2, kill_when=kill)
     assert_trained(first, [1, 2])
     for step in (1, 2):
         assert first.metrics[step]["actor/kl_loss"] >= 0
@@ -115,10 +115,16 @@ def test_grpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
         assert all(sorted(rows) == [(s, 0) for s in range(GROUP_SIZE)] for rows in groups.values())
     assert checkpoint_step(checkpoints) == 2
 
-    resumed = train(workdir, tmp_path / "resumed", "grpo", 3, *common, "trainer.resume_mode=auto")
-    assert "Resuming from" in resumed.output or "global_step_2" in resumed.output
+    resumed = train(workdir, tmp_path / "resumed", "grpo", 3, *common, "trainer.resume_mode=auto", ranks=2)
     assert_trained(resumed, [3])
     assert checkpoint_step(checkpoints) == 3
+    # The dataloader resumed mid-epoch: step 3 drew prompts steps 1-2 had not (a fresh one
+    # would replay step 1's).
+    assert prompts(resumed.rollouts[3]).isdisjoint(prompts(first.rollouts[1]) | prompts(first.rollouts[2]))
+
+
+def prompts(rows: list[dict]) -> set[str]:
+    return {row["input"] for row in rows}
 
 
 def skpo_state(checkpoints: Path, step: int) -> dict:
