@@ -3,9 +3,10 @@ platform and rollout adaptations so verl's real trainer runs on a CPU-only machi
 
 The one switch is verl's own platform override, `VERL_PLATFORM=cpu`, set in the shell
 that launches `python -m verl.trainer.main_ppo`. verl reads it on first use of the
-platform in each process (`plugin/platform/platform_manager.py`, `_detect_platform_name`);
-every CPU shim installs only when it is set. Our `cpu` platform reports itself unavailable
-to auto-detection, so a GPU cluster never selects it. See docs/cpu_backend.md.
+platform in each process (`plugin/platform/platform_manager.py`, `_detect_platform_name`).
+The `cpu` platform is always registered but reports itself unavailable to auto-detection,
+so a GPU cluster never selects it; every other CPU shim installs only when the switch is
+set. See docs/cpu_backend.md.
 """
 
 import os
