@@ -71,7 +71,8 @@ def after_checkpoint(run_dir: Path, checkpoints: Path, step: int, settle_s: floa
             return False
         if step not in read_metrics(run_dir / "metrics.jsonl") or not (run_dir / "rollouts" / f"{step}.jsonl").exists():
             return False
-        ready_since.append(time.monotonic())  # let the dump thread finish its file
+        if not ready_since:
+            ready_since.append(time.monotonic())  # then let the dump thread finish its file
         return time.monotonic() - ready_since[0] >= settle_s
 
     return ready
