@@ -140,7 +140,11 @@ if report["detected"] == "cpu":
     report["device"] = [get_device_name(), str(get_device_id()), get_platform().communication_backend_name()]
     report["engine"] = EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__
     report["free_memory"] = get_torch_device().mem_get_info()[0] > 0
-    os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29517")
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     distributed.initialize_global_process_group_ray()
     report["process_group"] = dist.get_backend()
     dist.destroy_process_group()
