@@ -35,6 +35,8 @@ setup(
         "math-verify",
         "datasets",
         "tokenizers",
+        # The CPU backend reports host memory through it (skpo_verl/cpu/host_device.py).
+        "psutil",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout"],

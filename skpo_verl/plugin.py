@@ -21,6 +21,13 @@ HOOKS = (
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
     ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),
     ("verl.experimental.agent_loop.agent_loop", "skpo_verl.agent_loop:install"),
+    # CPU backend (opt-in with VERL_PLATFORM=cpu; see docs/cpu_backend.md).
+    ("verl.plugin.platform.platform_manager", "skpo_verl.cpu.platform:install"),
+    ("verl.utils.distributed", "skpo_verl.patches.cpu_distributed:install"),
+    ("verl.workers.engine.fsdp.transformer_impl", "skpo_verl.patches.cpu_engine:install"),
+    ("verl.workers.rollout.base", "skpo_verl.patches.cpu_rollout:install_adapter"),
+    ("verl.workers.rollout.replica", "skpo_verl.patches.cpu_rollout:install_replica"),
+    ("verl.trainer.constants_ppo", "skpo_verl.patches.cpu_runtime_env:install"),
 )
 
 

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Train the bundled tiny model on the bundled "say the digit" task with verl's own entry point
+# (python -m verl.trainer.main_ppo) on a CPU-only machine. See docs/cpu_backend.md.
+#   bash examples/cpu_tiny_skpo.sh                      # SKPO
+#   ALGO=grpo bash examples/cpu_tiny_skpo.sh            # GRPO, stock single-turn agent loop
+#   bash examples/cpu_tiny_skpo.sh trainer.total_training_steps=10   # extra Hydra overrides
+set -euo pipefail
+
+ALGO=${ALGO:-skpo}                    # skpo | grpo
+WORKDIR=${WORKDIR:-$HOME/.cache/skpo_verl/cpu_tiny}   # tiny model + data are built here once
+STEPS=${STEPS:-5}                     # training steps
+PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-8}
+GROUP_SIZE=${GROUP_SIZE:-8}           # G: answers per prompt (rollout.n)
+RESPONSE_LENGTH=${RESPONSE_LENGTH:-32}
+LR=${LR:-3e-3}
+RANKS=${RANKS:-1}                     # FSDP2 ranks (gloo), each a Ray "GPU" slot
+
+# The CPU backend is opt-in: verl's platform override selects skpo_verl's `cpu` platform.
+export VERL_PLATFORM=cpu
+# TransferQueue asks for 8 threads and warns on every transfer when there are fewer physical cores.
+export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python -c "import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))")}
+eval "$(python -m skpo_verl.cpu.prepare "$WORKDIR")"
+
+case "$ALGO" in
+  skpo) ALGO_ARGS=(
+          algorithm.adv_estimator=skpo
+          actor_rollout_ref.actor.policy_loss.loss_mode=skpo
+          actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent
+          # L_q starts at the answer budget (the paper's 1024 would split past it): t_q ~ U[L/6, L/2].
+          +algorithm.skpo.tracker.initial_length="$RESPONSE_LENGTH") ;;
+  grpo) ALGO_ARGS=(
+          algorithm.adv_estimator=grpo
+          actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent) ;;
+  *) echo "ALGO must be skpo or grpo, got '$ALGO'" >&2; exit 2 ;;
+esac
+
+exec python -m verl.trainer.main_ppo \
+  "${ALGO_ARGS[@]}" \
+  algorithm.use_kl_in_reward=False \
+  actor_rollout_ref.actor.use_kl_loss=False \
+  data.train_files="$TRAIN_FILE" \
+  data.val_files="$VAL_FILE" \
+  data.train_batch_size="$PROMPTS_PER_STEP" \
+  data.max_prompt_length=64 \
+  data.max_response_length="$RESPONSE_LENGTH" \
+  data.dataloader_num_workers=0 \
+  reward.custom_reward_function.path="$REWARD_PATH" \
+  reward.custom_reward_function.name="$REWARD_NAME" \
+  reward.num_workers=1 \
+  actor_rollout_ref.model.path="$MODEL_PATH" \
+  actor_rollout_ref.model.use_remove_padding=False \
+  actor_rollout_ref.model.enable_gradient_checkpointing=False \
+  +actor_rollout_ref.model.override_config.attn_implementation=eager \
+  actor_rollout_ref.actor.strategy=fsdp2 \
+  actor_rollout_ref.actor.use_torch_compile=False \
+  actor_rollout_ref.actor.optim.lr="$LR" \
+  actor_rollout_ref.actor.ppo_mini_batch_size="$PROMPTS_PER_STEP" \
+  actor_rollout_ref.actor.use_dynamic_bsz=True \
+  +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32 \
+  +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32 \
+  actor_rollout_ref.rollout.name=hf_cpu \
+  actor_rollout_ref.rollout.n="$GROUP_SIZE" \
+  actor_rollout_ref.rollout.prompt_length=$((64 + RESPONSE_LENGTH)) \
+  actor_rollout_ref.rollout.tensor_model_parallel_size=1 \
+  actor_rollout_ref.rollout.calculate_log_probs=True \
+  actor_rollout_ref.rollout.agent.num_workers=1 \
+  transfer_queue.backend.SimpleStorage.num_data_storage_units=1 \
+  trainer.device=cpu \
+  trainer.nnodes=1 \
+  trainer.n_gpus_per_node="$RANKS" \
+  +ray_kwargs.ray_init.num_gpus="$RANKS" \
+  ray_kwargs.ray_init.num_cpus=32 \
+  trainer.val_before_train=False \
+  trainer.test_freq=-1 \
+  trainer.save_freq=-1 \
+  trainer.total_training_steps="$STEPS" \
+  trainer.logger='[console]' \
+  trainer.project_name=skpo_cpu_tiny \
+  trainer.experiment_name="$ALGO" \
+  "$@"

@@ -1,0 +1,186 @@
+"""End to end on CPU: verl's real trainer (`python -m verl.trainer.main_ppo`, V1, FSDP2 on
+gloo, hf_cpu rollout, TransferQueue, agent-loop and reward workers, checkpoints) trains the
+bundled tiny model through `examples/cpu_tiny_skpo.sh`.
+
+Each test trains with a checkpoint every 2 steps, kills the run (SIGKILL, no clean
+shutdown) once step 2 is checkpointed, then starts again with `trainer.resume_mode=auto`
+for step 3. Run alone with `pytest -m e2e`.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_cpu_harness import (
+    Run,
+    end_ray_processes,
+    ray_processes,
+    read_metrics,
+    rows_per_prompt,
+    run_training,
+    short_ray_dir,
+    wait_for_ray_exit,
+)
+
+pytestmark = pytest.mark.e2e
+
+PROMPTS_PER_STEP = 8  # the launcher's defaults
+GROUP_SIZE = 8
+# Rollout and actor log-probs are both fp32 on the host and agree to ~1e-8 when the weights
+# are synced; with the sync disabled, step 2 showed a max difference of 6.6e-3.
+MAX_ROLLOUT_ACTOR_LOGPROB_DIFF = 1e-4
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cpu_tiny")
+
+
+def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, ranks=1, kill_when=None) -> Run:
+    ray_dir = short_ray_dir()
+    try:
+        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides, ranks=ranks, kill_when=kill_when)
+    finally:
+        leftovers = wait_for_ray_exit(ray_dir, timeout_s=0 if kill_when else 15)
+        end_ray_processes(ray_dir)
+        remaining = ray_processes(ray_dir)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert remaining == [], f"Ray processes survived the clean-up: {remaining}"
+    if kill_when is None:
+        assert run.returncode == 0, f"main_ppo exited {run.returncode}; tail:\n{run.output[-6000:]}"
+        assert leftovers == [], f"Ray processes outlived the run: {leftovers}"
+    else:
+        assert run.killed, f"the run ended before it could be killed; tail:\n{run.output[-6000:]}"
+    print(f"{algo} run {run_dir.name}: {run.wall_s:.0f} s")
+    return run
+
+
+def after_checkpoint(run_dir: Path, checkpoints: Path, step: int, settle_s: float = 1.0):
+    """Predicate for killing a run once step `step` is checkpointed, logged and dumped."""
+    ready_since = []
+
+    def ready() -> bool:
+        latest = checkpoints / "latest_checkpointed_iteration.txt"
+        if not (latest.exists() and latest.read_text().strip() == str(step)):
+            return False
+        if step not in read_metrics(run_dir / "metrics.jsonl") or not (run_dir / "rollouts" / f"{step}.jsonl").exists():
+            return False
+        if not ready_since:
+            ready_since.append(time.monotonic())  # then let the dump thread finish its file
+        return time.monotonic() - ready_since[0] >= settle_s
+
+    return ready
+
+
+def assert_trained(run: Run, steps: list[int]) -> None:
+    """Every step logged: non-zero gradients, non-trivial advantages, rollout == actor policy."""
+    assert sorted(run.metrics) == steps
+    for step in steps:
+        metrics = run.metrics[step]
+        assert metrics["training/global_step"] == step
+        assert metrics["actor/grad_norm"] > 0 and math.isfinite(metrics["actor/grad_norm"]), step
+        assert metrics["critic/advantages/max"] > metrics["critic/advantages/min"], step
+        # The rollout server generated with the weights the actor had when it recomputed
+        # log-probs: the weight sync after each update reached the server.
+        assert metrics["training/rollout_probs_diff_valid"] == 1
+        assert metrics["training/rollout_probs_diff_max"] < MAX_ROLLOUT_ACTOR_LOGPROB_DIFF, step
+
+
+def checkpoint_step(checkpoints: Path) -> int:
+    return int((checkpoints / "latest_checkpointed_iteration.txt").read_text())
+
+
+def test_grpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
+    """GRPO with verl's single_turn_agent, on two FSDP2 ranks (gloo) and two hf_cpu replicas."""
+    checkpoints = tmp_path / "checkpoints"
+    common = (
+        f"trainer.default_local_dir={checkpoints}",
+        "trainer.save_freq=2",
+        # The reference model (forward-only FSDP2 with CPU offload) runs too.
+        "actor_rollout_ref.actor.use_kl_loss=True",
+        "actor_rollout_ref.actor.kl_loss_coef=0.001",
+    )
+    kill = after_checkpoint(tmp_path / "first", checkpoints, 2)
+    first = train(workdir, tmp_path / "first", "grpo", 4, *common, ranks=2, kill_when=kill)
+    assert_trained(first, [1, 2])
+    for step in (1, 2):
+        assert first.metrics[step]["actor/kl_loss"] >= 0
+        groups = rows_per_prompt(first.rollouts[step])
+        assert len(groups) == PROMPTS_PER_STEP
+        assert all(sorted(rows) == [(s, 0) for s in range(GROUP_SIZE)] for rows in groups.values())
+    assert checkpoint_step(checkpoints) == 2
+
+    resumed = train(workdir, tmp_path / "resumed", "grpo", 3, *common, "trainer.resume_mode=auto", ranks=2)
+    assert_trained(resumed, [3])
+    assert checkpoint_step(checkpoints) == 3
+    # The dataloader resumed mid-epoch: step 3 drew prompts steps 1-2 had not (a fresh one
+    # would replay step 1's).
+    assert prompts(resumed.rollouts[3]).isdisjoint(prompts(first.rollouts[1]) | prompts(first.rollouts[2]))
+
+
+def prompts(rows: list[dict]) -> set[str]:
+    return {row["input"] for row in rows}
+
+
+def skpo_state(checkpoints: Path, step: int) -> dict:
+    """The SKPO driver's state as saved in a checkpoint folder (skpo_verl/state.py)."""
+    with open(checkpoints / f"global_step_{step}" / "skpo_state.pt", "rb") as f:
+        return pickle.load(f)
+
+
+def assert_skpo_rows(run: Run, steps: list[int]) -> None:
+    """One upstream row + G downstream rows per prompt (docs/row_contract.md)."""
+    for step in steps:
+        groups = rows_per_prompt(run.rollouts[step])
+        assert len(groups) == PROMPTS_PER_STEP, step
+        for rows in groups.values():
+            # session 0 emits [upstream, downstream_0]; sessions 1..G-1 one downstream row each
+            assert sorted(rows) == [(0, 0), (0, 1)] + [(s, 0) for s in range(1, GROUP_SIZE)], (step, rows)
+        metrics = run.metrics[step]
+        assert metrics["skpo/upstream/rows"] == PROMPTS_PER_STEP, step
+        assert metrics["skpo/downstream/rows"] == PROMPTS_PER_STEP * GROUP_SIZE, step
+
+
+def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    common = (f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=2")
+    first = train(
+        workdir, tmp_path / "first", "skpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
+    )
+    assert_trained(first, [1, 2])
+    assert_skpo_rows(first, [1, 2])
+    assert checkpoint_step(checkpoints) == 2
+    saved = skpo_state(checkpoints, 2)
+
+    resumed = train(workdir, tmp_path / "resumed", "skpo", 3, *common, "trainer.resume_mode=auto")
+    assert_trained(resumed, [3])
+    assert_skpo_rows(resumed, [3])
+    assert checkpoint_step(checkpoints) == 3
+    assert_tracker_continues(saved, skpo_state(checkpoints, 3))
+
+
+def tracker_entries(state: dict, tracker: str) -> dict:
+    """prompt key -> (discounted sum, discounted count, last step seen)."""
+    table = state[tracker]
+    return {k: entry for k, *entry in zip(table["keys"], table["sums"], table["counts"], table["last_seen"])}
+
+
+def assert_tracker_continues(saved: dict, after: dict) -> None:
+    """The resumed step 3 started from the trackers saved at step 2, not from fresh ones."""
+    for tracker in ("values", "lengths"):
+        before, now = tracker_entries(saved, tracker), tracker_entries(after, tracker)
+        assert len(before) == 2 * PROMPTS_PER_STEP
+        step3 = {key for key, (_, _, last_seen) in now.items() if last_seen == 3}
+        assert len(step3) == PROMPTS_PER_STEP
+        # Every prompt the first run tracked is still there, bit for bit.
+        assert {key: now[key] for key in before} == before
+        # The dataloader resumed too: step 3 drew prompts of the epoch not yet seen (a fresh
+        # dataloader would replay step 1's prompts).
+        assert step3.isdisjoint(before)
+        assert set(now) == set(before) | step3
