@@ -2,7 +2,7 @@
 # overrides, so each launcher only states what differs. Source it after setting variables:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-#   add_paper_settings "$SKPO_MAX_PROMPT_LENGTH"; add_skpo_settings
+#   add_paper_settings; add_skpo_settings
 #   run_verl "$@"            # extra command-line overrides go last and win
 #
 # PRINT_OVERRIDES=1 prints the final override list (NUL-separated) instead of starting verl;
@@ -30,11 +30,6 @@ WEIGHT_DECAY=0.1
 GRAD_CLIP=1.0
 MAX_PROMPT_LENGTH=1024
 MAX_RESPONSE_LENGTH=3072
-# SKPO's downstream prompt is [s, q]: the kept segment s is at most L_q/2 tokens and L_q (a
-# mean response length) is at most MAX_RESPONSE_LENGTH, so s <= 1536 tokens sit before a
-# problem of up to MAX_PROMPT_LENGTH tokens. verl pads prompts to data.max_prompt_length.
-MAX_SEGMENT_LENGTH=$((MAX_RESPONSE_LENGTH / 2))
-SKPO_MAX_PROMPT_LENGTH=$((MAX_PROMPT_LENGTH + MAX_SEGMENT_LENGTH))
 # Renders each message's text with no role markers: how base models are prompted.
 PLAIN_CHAT_TEMPLATE='{% for message in messages %}{{ message.content }}{% endfor %}'
 
@@ -65,12 +60,12 @@ use_base_model() {
 }
 
 # Everything every Table 1 run shares: data, batch sizes, optimiser, lengths, rewards, trainer.
-# $1: data.max_prompt_length ($MAX_PROMPT_LENGTH, or $SKPO_MAX_PROMPT_LENGTH for SKPO).
+# Reads the variables above when called, so a launcher can change them after sourcing.
 add_paper_settings() {
   use_base_model
   add data.train_files="$TRAIN_FILES" data.val_files="$VAL_FILES"
   add data.train_batch_size="$PROMPTS_PER_STEP"
-  add data.max_prompt_length="$1" data.max_response_length="$MAX_RESPONSE_LENGTH"
+  add data.max_prompt_length="$MAX_PROMPT_LENGTH" data.max_response_length="$MAX_RESPONSE_LENGTH"
   add data.filter_overlong_prompts=True data.truncation=error
   add actor_rollout_ref.rollout.n="$GROUP_SIZE"
   add actor_rollout_ref.actor.ppo_mini_batch_size="$MINI_BATCH_PROMPTS"
@@ -86,7 +81,7 @@ add_paper_settings() {
   add algorithm.use_kl_in_reward=False
   # Token budget per GPU for dynamic micro-batches: two full-length sequences.
   add actor_rollout_ref.actor.use_dynamic_bsz=True
-  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * ($1 + MAX_RESPONSE_LENGTH)))
+  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))
   add actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.temperature=1.0
   add actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
   add actor_rollout_ref.rollout.gpu_memory_utilization=0.6
@@ -102,10 +97,21 @@ add_paper_settings() {
 
 # SKPO itself: estimator, loss, agent loop. Paper defaults for algorithm.skpo.* come from
 # skpo_verl/config.py; ablations add +algorithm.skpo.<key>=... .
+# $1 (optional): the length tracker's initial L_q in tokens, when not the paper's 1024.
 add_skpo_settings() {
   add algorithm.adv_estimator=skpo
   add actor_rollout_ref.actor.policy_loss.loss_mode=skpo
   add actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent
+  # The downstream input [s, q] puts the kept segment (at most L_q/2 tokens, and L_q is at most
+  # max(initial L, MAX_RESPONSE_LENGTH)) before the problem. rollout.prompt_length must hold
+  # both; data.max_prompt_length stays the problem's budget (it is verl's overlong filter).
+  # SKPO's start-up check (skpo_verl/agent_lengths.py) recomputes this and refuses less.
+  local initial_length=${1:-1024}
+  local longest_length=$(( initial_length > MAX_RESPONSE_LENGTH ? initial_length : MAX_RESPONSE_LENGTH ))
+  local skpo_prompt_length=$((MAX_PROMPT_LENGTH + longest_length / 2))
+  if [[ -n "${1:-}" ]]; then add +algorithm.skpo.tracker.initial_length="$1"; fi
+  add actor_rollout_ref.rollout.prompt_length="$skpo_prompt_length"
+  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (skpo_prompt_length + MAX_RESPONSE_LENGTH)))
 }
 
 # Table 1 baselines that verl 0.9.1 implements (docs/reproduction.md says why each setting).

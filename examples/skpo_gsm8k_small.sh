@@ -15,15 +15,17 @@ NNODES=1
 EXPERIMENT=${EXPERIMENT:-skpo_gsm8k_small}
 LOGGER=${LOGGER:-[console]}
 STEPS=${STEPS:-100}
-PROMPTS=32
-SMALL_RESPONSE_LENGTH=512
-SMALL_PROMPT_LENGTH=$((256 + SMALL_RESPONSE_LENGTH / 2))   # problem + kept segment (<= L/2)
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-add_paper_settings "$SMALL_PROMPT_LENGTH"
-add_skpo_settings
-add data.train_batch_size="$PROMPTS" actor_rollout_ref.actor.ppo_mini_batch_size=16
-add data.max_response_length="$SMALL_RESPONSE_LENGTH"
+# Smaller than the paper's budgets (common.sh): GSM8K problems and answers are short.
+PROMPTS_PER_STEP=32
+MINI_BATCH_PROMPTS=16
+MAX_PROMPT_LENGTH=256
+MAX_RESPONSE_LENGTH=512
+add_paper_settings
+# L_q starts at the answer budget (the paper's 1024 is above it), so t_q <= 256 and the
+# downstream prompt [s, q] <= 256 + 256 tokens.
+add_skpo_settings "$MAX_RESPONSE_LENGTH"
 add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=8192
 add actor_rollout_ref.rollout.gpu_memory_utilization=0.4
 add trainer.total_training_steps="$STEPS" trainer.save_freq=-1 trainer.test_freq=25

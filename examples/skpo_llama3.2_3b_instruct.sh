@@ -13,6 +13,6 @@ NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-skpo_llama3.2_3b_instruct}
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-add_paper_settings "$SKPO_MAX_PROMPT_LENGTH"
+add_paper_settings
 add_skpo_settings
 run_verl "$@"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 CHAT_SEPARATOR = "\n\n"
 CHAT_FORMAT_SLACK_TOKENS = 16
 MAX_MODEL_LEN_KEY = "actor_rollout_ref.rollout.max_model_len"
+CLAMP_KEY = "algorithm.skpo.clamp_answers_to_context"
+
+logger = logging.getLogger(__name__)
 
 
 class SKPOLengthError(ValueError):
@@ -41,6 +45,9 @@ class LengthBudget:
     max_split_length: int  # t_max: the longest split length the driver can draw
     max_downstream_prompt: int  # worst-case downstream input ([s, q], or q for unconditional)
     max_sequence: int  # worst-case downstream prompt + answer
+    # The smallest answer budget: response_length, or less where clamp_answers_to_context
+    # lets the model's context cap answers after the longest [s, q].
+    min_answer_length: int
 
 
 def max_split_length(skpo: SKPOConfig, response_length: int) -> int:
@@ -63,7 +70,9 @@ def check_lengths(config: Any) -> LengthBudget:
        loops left-truncate longer prompts; SKPO refuses to);
     3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
        (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
-       skipped when neither is known offline).
+       skipped when neither is known offline). With `algorithm.skpo.clamp_answers_to_context`
+       the answers may be capped instead, as long as the worst [s, q] leaves room for one
+       token; the smallest answer budget is logged as a warning.
     """
     skpo = skpo_config_from_algorithm(OmegaConf.select(config, "algorithm"))
     response_length = int(_required(config, "actor_rollout_ref.rollout.response_length"))
@@ -103,17 +112,39 @@ def check_lengths(config: Any) -> LengthBudget:
         )
 
     max_sequence = worst_prompt + response_length
+    min_answer_length = response_length
     model_len, model_len_key = model_length_limit(config)
-    if model_len is not None and max_sequence > model_len:
+    if model_len is not None and max_sequence > model_len and skpo.clamp_answers_to_context:
+        min_answer_length = model_len - worst_prompt
+        max_sequence = model_len
+        if min_answer_length < 1:
+            problems.append(
+                f"downstream prompts [s, q] reach {worst_prompt} tokens, leaving no room for an answer within "
+                f"{model_len_key}={model_len} even with {CLAMP_KEY}=true. Lower data.max_prompt_length or "
+                "data.max_response_length (the split length follows it), or use a model with a longer context."
+            )
+        else:
+            logger.warning(
+                "%s=true: answers after the longest [s, q] (%d tokens) get %d of response_length %d tokens "
+                "(%s=%d); shorter [s, q] leave more.",
+                CLAMP_KEY, worst_prompt, min_answer_length, response_length, model_len_key, model_len,
+            )
+    elif model_len is not None and max_sequence > model_len:
         problems.append(
             f"a downstream prompt plus its answer reaches {max_sequence} tokens ({worst_prompt} + "
             f"response_length {response_length}), more than {model_len_key}={model_len}; the server would clamp "
             f"answers silently. Set actor_rollout_ref.rollout.max_model_len to at least {max_sequence}"
-            + (" (the model's max_position_embeddings must allow it)." if model_len_key != MAX_MODEL_LEN_KEY else ".")
+            + (" (the model's max_position_embeddings must allow it)" if model_len_key != MAX_MODEL_LEN_KEY else "")
+            + f", or set +{CLAMP_KEY}=true to cap answers at the context left after their [s, q]."
         )
     if problems:
         raise SKPOLengthError("SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems))
-    return LengthBudget(max_split_length=t_max, max_downstream_prompt=worst_prompt, max_sequence=max_sequence)
+    return LengthBudget(
+        max_split_length=t_max,
+        max_downstream_prompt=worst_prompt,
+        max_sequence=max_sequence,
+        min_answer_length=min_answer_length,
+    )
 
 
 def _required(config: Any, key: str) -> Any:

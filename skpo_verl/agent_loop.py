@@ -48,7 +48,7 @@ from verl.experimental.agent_loop.agent_loop import (
 from verl.workers.rollout.replica import TokenOutput
 
 from skpo_verl import rows
-from skpo_verl.agent_lengths import CHAT_SEPARATOR, SKPOLengthError, model_length_limit
+from skpo_verl.agent_lengths import CHAT_SEPARATOR, CLAMP_KEY, SKPOLengthError, model_length_limit
 from skpo_verl.config import skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
 from skpo_verl.core.split import cut_early_candidate, fixed_split_length, sample_split_length
@@ -160,9 +160,6 @@ class SKPOAgentLoop(AgentLoopBase):
 
     # Sessions of one prompt being rolled out in this worker's event loop, by uid.
     _groups: dict[str, _PromptGroup] = {}
-    # Backstop for the wait on the kept segment and for candidate generation: a prompt whose
-    # candidates take longer fails instead of holding its G sessions forever.
-    segment_timeout_s: float = 1800.0
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -171,6 +168,9 @@ class SKPOAgentLoop(AgentLoopBase):
         self.prompt_length = int(self.rollout_config.prompt_length)
         self.response_length = int(self.rollout_config.response_length)
         self.max_model_len, self.max_model_len_source = model_length_limit(self.config)
+        # Backstop for the wait on the kept segment and for candidate generation: a prompt whose
+        # candidates take longer fails instead of holding its G sessions forever.
+        self.segment_timeout_s = float(self.skpo.rollout_timeout_s)
 
     async def run(self, sampling_params: dict[str, Any], **kwargs) -> AgentLoopOutput | list[AgentLoopOutput]:
         messages = list(kwargs["raw_prompt"])
@@ -219,11 +219,10 @@ class SKPOAgentLoop(AgentLoopBase):
             else:
                 segment = await group.kept_segment(self.segment_timeout_s)
             answer_prompt = await self._downstream_prompt(messages, prompt_ids, segment.token_ids)
+            answer_budget = self._answer_budget(len(answer_prompt))
             answer = await group.unless_a_sibling_fails(
                 session_id,
-                self._generate(
-                    uid, f"answer-{session_id}", answer_prompt, sampling_params, self.response_length, priority
-                ),
+                self._generate(uid, f"answer-{session_id}", answer_prompt, sampling_params, answer_budget, priority),
             )
         except BaseException as error:
             group.fail(session_id, error)
@@ -316,12 +315,20 @@ class SKPOAgentLoop(AgentLoopBase):
                 f"{self.prompt_length}; SKPO does not truncate it. Raise rollout.prompt_length "
                 "(skpo_verl.agent_lengths.check_lengths(config) gives the worst case)."
             )
-        if self.max_model_len is not None and len(ids) + self.response_length > self.max_model_len:
-            raise SKPOLengthError(
-                f"downstream prompt of {len(ids)} tokens plus response_length={self.response_length} exceeds "
-                f"{self.max_model_len_source}={self.max_model_len}; the server would cut the answer short."
-            )
         return ids
+
+    def _answer_budget(self, prompt_tokens: int) -> int:
+        """An answer's max_tokens: response_length, or the context left if clamp_answers_to_context allows."""
+        if self.max_model_len is None or prompt_tokens + self.response_length <= self.max_model_len:
+            return self.response_length
+        left = self.max_model_len - prompt_tokens
+        if self.skpo.clamp_answers_to_context and left >= 1:
+            return left
+        raise SKPOLengthError(
+            f"downstream prompt of {prompt_tokens} tokens plus response_length={self.response_length} exceeds "
+            f"{self.max_model_len_source}={self.max_model_len}; the server would cut the answer short. "
+            f"skpo_verl.agent_lengths.check_lengths(config) gives the worst case; {CLAMP_KEY}=true caps answers instead."
+        )
 
     async def _segment_in_user_turn(self, messages: list[dict], segment_ids: list[int]) -> list[int]:
         """skip_format=chat: the decoded segment opens the last user turn, before the problem; re-templated."""

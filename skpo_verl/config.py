@@ -74,6 +74,14 @@ class SKPOConfig:
     # reward of one downstream answer only (the paper's "w/o MC" ablation).
     upstream_reward: str = "mc_mean"
     adv_eps: float = 1e-6
+    # When the model's context cannot hold the worst-case [s, q] plus a full answer (e.g.
+    # Qwen2.5-Math-7B's 4096 positions with the paper's 1024/3072 budgets), SKPO refuses to
+    # start. True instead caps each answer at the context left after its [s, q], said at
+    # start-up with the smallest answer budget it implies (docs/rollout.md, Lengths).
+    clamp_answers_to_context: bool = False
+    # Backstop on one prompt's rollout: candidates not done, or a kept segment not shared,
+    # after this many seconds fail the prompt instead of holding its G sessions.
+    rollout_timeout_s: float = 1800.0
     # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps. Off by default.
     prioritized_sampling: bool = False
     priority_eps: float = 0.05
@@ -109,6 +117,8 @@ class SKPOConfig:
             raise ValueError(f"algorithm.skpo.tracker.initial_length={self.tracker.initial_length} must be >= 1.")
         if self.loss.upstream_weight < 0 or self.loss.downstream_weight < 0:
             raise ValueError("algorithm.skpo.loss.upstream_weight and downstream_weight must be >= 0.")
+        if self.rollout_timeout_s <= 0:
+            raise ValueError(f"algorithm.skpo.rollout_timeout_s={self.rollout_timeout_s} must be > 0 (seconds).")
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from skpo_verl.agent_lengths import SKPOLengthError, check_lengths
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.patches import failed_shims
 
@@ -56,6 +57,11 @@ def _config_problems(config: Any) -> Iterable[str]:
         skpo_config_from_algorithm(config.algorithm)
     except (ValueError, TypeError) as error:
         yield str(error)
+    else:
+        try:
+            check_lengths(config)
+        except SKPOLengthError as error:
+            yield str(error)
     if _select(config, "trainer.use_v1") is False:
         yield "trainer.use_v1=false: SKPO supports verl's V1 trainer only. Set trainer.use_v1=true (the default)."
     mode = _select(config, "trainer.v1.trainer_mode")

@@ -359,12 +359,12 @@ def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
     assert SKPOAgentLoop._groups == {}
 
 
-def test_sessions_time_out_when_no_session_produces_the_segment(tiny, monkeypatch):
+def test_sessions_time_out_when_no_session_produces_the_segment(tiny):
     from skpo_verl.agent_loop import SKPOAgentLoop, SKPORolloutError
 
-    monkeypatch.setattr(SKPOAgentLoop, "segment_timeout_s", 0.5)
+    config = make_config(tiny, "+algorithm.skpo.rollout_timeout_s=0.5")
     started = time.monotonic()
-    results = roll_out(tiny, make_config(tiny), serve(tiny), sessions=[1, 2], uid="orphan")
+    results = roll_out(tiny, config, serve(tiny), sessions=[1, 2], uid="orphan")
     assert 0.5 <= time.monotonic() - started < 30
     assert all(isinstance(r, SKPORolloutError) and "no kept segment after 0.5 s" in str(r) for r in results)
     SKPOAgentLoop._groups.pop("orphan", None)  # the two sessions of a group of three never complete it
@@ -376,6 +376,27 @@ def test_a_downstream_prompt_over_the_prompt_budget_fails_instead_of_truncating(
     results = roll_out(tiny, make_config(tiny, prompt_length=len(tiny.q) + 3), serve(tiny))
     assert all(isinstance(r, SKPOLengthError) for r in results)
     assert "actor_rollout_ref.rollout.prompt_length" in str(results[0])
+
+
+def test_answers_past_the_context_fail_unless_clamped_to_the_context_left(tiny):
+    from skpo_verl.agent_lengths import SKPOLengthError
+
+    # Any kept segment (>= 1 token) before q leaves fewer than RESPONSE tokens of this context.
+    context = len(tiny.q) + RESPONSE
+    limit = f"actor_rollout_ref.rollout.max_model_len={context}"
+    refused = roll_out(tiny, make_config(tiny, limit), serve(tiny))
+    assert all(isinstance(r, SKPOLengthError) for r in refused)
+    assert f"max_model_len={context}" in str(refused[0]) and "clamp_answers_to_context" in str(refused[0])
+
+    recorder = Recorder(serve(tiny))
+    results = roll_out(tiny, make_config(tiny, limit, "+algorithm.skpo.clamp_answers_to_context=true"), recorder)
+    assert not any(isinstance(r, BaseException) for r in results)
+    answers = [(prompt, max_tokens, output) for prompt, max_tokens, output in recorder.calls if prompt != tiny.q]
+    assert len(answers) == G
+    for prompt, max_tokens, output in answers:
+        assert len(prompt) > len(tiny.q)  # [s, q]
+        assert max_tokens == context - len(prompt) < RESPONSE
+        assert len(output.token_ids) <= max_tokens
 
 
 def test_validation_through_verls_worker_is_single_turn_generation_from_q(tiny):

@@ -37,6 +37,7 @@ def test_paper_setup_needs_the_rollout_prompt_length_raised_by_the_largest_split
 
     budget = check_lengths(config_with(verl_config, [*PAPER, "actor_rollout_ref.rollout.prompt_length=2560"]))
     assert (budget.max_split_length, budget.max_downstream_prompt, budget.max_sequence) == (1536, 2560, 5632)
+    assert budget.min_answer_length == 3072
 
 
 def test_initial_length_above_the_response_budget_names_both_keys(verl_config):
@@ -54,6 +55,24 @@ def test_max_model_len_must_hold_the_longest_prompt_and_answer(verl_config):
     overrides = [*PAPER, "actor_rollout_ref.rollout.prompt_length=2560", "actor_rollout_ref.rollout.max_model_len=4096"]
     with pytest.raises(SKPOLengthError, match=r"reaches 5632 tokens .*actor_rollout_ref.rollout.max_model_len=4096"):
         check_lengths(config_with(verl_config, overrides))
+
+
+def test_clamping_answers_to_a_short_context_is_allowed_when_asked_and_said(verl_config, caplog):
+    # Qwen2.5-Math-7B: 4096 positions; the longest [s, q] (2560) leaves 4096 - 2560 = 1536 answer tokens.
+    overrides = [
+        *PAPER,
+        "actor_rollout_ref.rollout.prompt_length=2560",
+        "actor_rollout_ref.rollout.max_model_len=4096",
+        "+algorithm.skpo.clamp_answers_to_context=true",
+    ]
+    with caplog.at_level("WARNING", logger="skpo_verl.agent_lengths"):
+        budget = check_lengths(config_with(verl_config, overrides))
+    assert (budget.max_downstream_prompt, budget.max_sequence, budget.min_answer_length) == (2560, 4096, 1536)
+    assert "answers after the longest [s, q] (2560 tokens) get 1536 of response_length 3072" in caplog.text
+
+    # A context the longest [s, q] fills leaves no answer at all: refused even when clamping.
+    with pytest.raises(SKPOLengthError, match=r"leaving no room for an answer within .*max_model_len=2560"):
+        check_lengths(config_with(verl_config, [*overrides, "actor_rollout_ref.rollout.max_model_len=2560"]))
 
 
 def test_null_max_model_len_falls_back_to_the_local_models_position_embeddings(verl_config, tmp_path):

@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 
 import verl
 from skpo_verl.config import SKPOConfig
-from skpo_verl.validation import check_not_half_configured, is_skpo_run
+from skpo_verl.agent_lengths import check_lengths
+from skpo_verl.validation import SKPOConfigError, check_not_half_configured, is_skpo_run
 from skpo_verl.validation import validate_config as validate_skpo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,9 +125,31 @@ def test_skpo_launchers_select_skpo_and_room_for_the_segment(name):
     assert config.algorithm.adv_estimator == "skpo"
     assert config.actor_rollout_ref.actor.policy_loss.loss_mode == "skpo"
     assert config.actor_rollout_ref.rollout.agent.default_agent_loop == "skpo_agent"
-    # Prompt = problem + kept segment (at most half the longest response).
-    expected = 256 + 512 // 2 if name == "skpo_gsm8k_small.sh" else 1024 + 3072 // 2
-    assert config.data.max_prompt_length == expected
+    # data.max_prompt_length stays the problem's budget; the rollout's prompt budget holds
+    # [s, q] = problem + kept segment (at most half the longest L_q = max(initial L, response)).
+    small = name == "skpo_gsm8k_small.sh"
+    assert config.data.max_prompt_length == (256 if small else 1024)
+    assert config.actor_rollout_ref.rollout.prompt_length == (256 + 512 // 2 if small else 1024 + 3072 // 2)
+    assert check_lengths(config).max_downstream_prompt == config.actor_rollout_ref.rollout.prompt_length
+
+
+def test_qwen_math_launcher_caps_answers_at_its_4096_token_context(tmp_path):
+    # Offline the model's config.json is not at hand; give the check the released model's limit.
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
+    config = compose_verl(launcher_overrides("skpo_qwen2.5_math_7b.sh", MODEL_PATH=str(tmp_path)))
+    budget = validate_and_measure(config)
+    assert (budget.max_downstream_prompt, budget.max_sequence, budget.min_answer_length) == (2560, 4096, 1536)
+    # Without the clamp SKPO refuses to start, naming the key (a key the launcher set takes no `+`).
+    refused = compose_verl(
+        launcher_overrides("skpo_qwen2.5_math_7b.sh", "algorithm.skpo.clamp_answers_to_context=false", MODEL_PATH=str(tmp_path))
+    )
+    with pytest.raises(SKPOConfigError, match=r"reaches 5632 tokens.*clamp_answers_to_context=true"):
+        validate_skpo_config(refused)
+
+
+def validate_and_measure(config):
+    validate_like_verl(config)
+    return check_lengths(config)
 
 
 @pytest.mark.parametrize(

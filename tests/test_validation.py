@@ -11,6 +11,8 @@ SKPO = [
     "actor_rollout_ref.actor.policy_loss.loss_mode=skpo",
     "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
     "actor_rollout_ref.rollout.n=8",
+    # verl's default budgets (512 + 512): [s, q] reaches 512 + 0.5 * max(1024, 512) = 1024 tokens.
+    "actor_rollout_ref.rollout.prompt_length=1024",
 ]
 
 
@@ -40,6 +42,9 @@ def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
         ("+algorithm.skpo.tracker.rho=0.9", "Unknown key(s) algorithm.skpo.tracker.rho."),
         ("+algorithm.skpo.conditioning=sideways", "algorithm.skpo.conditioning='sideways' is not one of skip, continual, unconditional"),
         ("+algorithm.skpo.tracker.rho_min=0.99", "rho_min=0.99 and rho_max=0.96 must satisfy"),
+        ("actor_rollout_ref.rollout.prompt_length=512", "Set actor_rollout_ref.rollout.prompt_length=1024 (or more)"),
+        ("actor_rollout_ref.rollout.max_model_len=1500", "Set actor_rollout_ref.rollout.max_model_len to at least 1536"),
+        ("+algorithm.skpo.rollout_timeout_s=0", "algorithm.skpo.rollout_timeout_s=0 must be > 0"),
     ],
 )
 def test_each_bad_setting_is_refused_with_its_key_and_fix(override, message):

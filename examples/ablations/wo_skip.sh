@@ -12,7 +12,7 @@ NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-skpo_wo_skip_$BASE_MODEL}
 
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-add_paper_settings "$SKPO_MAX_PROMPT_LENGTH"
+add_paper_settings
 add_skpo_settings
 add +algorithm.skpo.conditioning=continual
 run_verl "$@"

@@ -13,6 +13,6 @@ NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-sapo_$BASE_MODEL}
 
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
-add_paper_settings "$MAX_PROMPT_LENGTH"
+add_paper_settings
 add_baseline_settings sapo
 run_verl "$@"
