@@ -184,3 +184,59 @@ def assert_tracker_continues(saved: dict, after: dict) -> None:
         # dataloader would replay step 1's prompts).
         assert step3.isdisjoint(before)
         assert set(now) == set(before) | step3
+
+
+def one_batch_train_file(workdir: Path, directory: Path) -> Path:
+    """The bundled task's first PROMPTS_PER_STEP prompts: every step is a new epoch over the same prompts."""
+    import pandas as pd
+
+    from skpo_verl.cpu.prepare import prepare
+
+    rows = pd.read_parquet(prepare(str(workdir))["TRAIN_FILE"]).head(PROMPTS_PER_STEP)
+    path = directory / "one_batch.parquet"
+    rows.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("lr", [0.0, 3e-3], ids=["frozen_policy", "training_policy"])
+def test_logprob_divergence_rescores_returning_prompts_with_the_actor(workdir, tmp_path, lr):
+    """`tracker.divergence=logprob`: at step 2 every prompt returns, and the actor re-scores its
+    step-1 segment. A frozen policy must measure D = 0 (proves the stored tokens and log-probs
+    line up with the re-scored ones); a trained one a positive D."""
+    checkpoints = tmp_path / "checkpoints"
+    run = train(
+        workdir,
+        tmp_path / "run",
+        "skpo",
+        2,
+        f"data.train_files={one_batch_train_file(workdir, tmp_path)}",
+        "+algorithm.skpo.tracker.divergence=logprob",
+        f"actor_rollout_ref.actor.optim.lr={lr}",
+        f"trainer.default_local_dir={checkpoints}",
+        "trainer.save_freq=2",
+    )
+    assert_skpo_rows(run, [1, 2])
+    first, second = run.metrics[1], run.metrics[2]
+    # Step 1: no prompt was seen before: nothing to re-score, every rho is rho_max.
+    assert first["skpo/tracker/rescored_prompts"] == 0
+    assert first["skpo/tracker/rho_mean"] == pytest.approx(0.96)
+    # Step 2: the same 8 prompts return and are re-scored in one extra actor pass.
+    assert second["skpo/tracker/rescored_prompts"] == PROMPTS_PER_STEP
+    assert second["timing_s/skpo_divergence"] > 0
+    divergence = second["skpo/tracker/divergence_mean"]
+    print(f"lr={lr}: step-2 divergence_mean={divergence:.3g} rho_mean={second['skpo/tracker/rho_mean']:.4f}")
+    if lr == 0.0:
+        # Same weights, same fp32 forward: |log pi_then - log pi_now| is at most rounding noise
+        # (measured: exactly 0), so rho = clip(2^(-D/0.06), 0.875, 0.96) = 0.96.
+        assert divergence < 1e-5
+        assert second["skpo/tracker/rho_mean"] == pytest.approx(0.96)
+    else:
+        # Measured 0.26 after one update at lr 3e-3 (rho then sits at the rho_min clip).
+        assert divergence > 1e-3 and math.isfinite(divergence)
+        assert 0.875 <= second["skpo/tracker/rho_mean"] < 0.96
+    # The segments to re-score at the next visit are part of the checkpoint.
+    saved = skpo_state(checkpoints, 2)
+    assert len(saved["segments"]) == PROMPTS_PER_STEP
+    for prompt_ids, response_ids, log_probs in saved["segments"].values():
+        assert len(response_ids) == len(log_probs) >= 1
+        assert all(math.isfinite(x) and x <= 0 for x in log_probs)
