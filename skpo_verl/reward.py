@@ -20,7 +20,9 @@ i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So j
 a small pool of spawned processes: each task runs in its process's main thread, where
 math-verify's own timeout works, and the caller additionally waits at most
 `2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
-that guard the pool is replaced. Both give -1 with reason "timeout".
+that guard the pool is replaced. Both give -1 with reason "timeout". A judge process ends
+itself when the process that made the pool is gone: Ray kills reward workers at shutdown, and
+a pool's workers would otherwise outlive them (they hold their own task pipe open).
 
 The function never raises. It returns verl's dict form: `score` (the reward), plus `acc`
 (1.0/0.0), `pred` (the extracted answer, for verl's maj@N) and `reason`, recorded by verl as
@@ -36,6 +38,7 @@ import multiprocessing
 import os
 import re
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -216,8 +219,23 @@ def _judge_pool():
     with _pool_lock:
         if _pool is None:
             processes = int(os.environ.get(POOL_PROCESSES_ENV, DEFAULT_POOL_PROCESSES))
-            _pool = multiprocessing.get_context("spawn").Pool(processes=processes)
+            # By the installed module's name, as the judge function (see _judge_in_pool).
+            exit_with_parent = importlib.import_module("skpo_verl.reward").exit_with_parent
+            _pool = multiprocessing.get_context("spawn").Pool(
+                processes=processes, initializer=exit_with_parent, initargs=(os.getpid(),)
+            )
         return _pool
+
+
+def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Pool initializer: end this judge process once `parent_pid` is no longer its parent."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="skpo-judge-parent-watch", daemon=True).start()
 
 
 def _replace_pool(stuck) -> None:

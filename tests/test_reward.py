@@ -148,6 +148,78 @@ def test_ground_truth_text_joins_lists_and_drops_float_zero():
     assert ground_truth_text(27.0) == "27"
 
 
+def test_judge_processes_end_when_the_process_that_made_them_is_killed():
+    # As Ray does to a reward worker at shutdown: SIGKILL, no clean-up of its pool.
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = (
+        "import sys\n"
+        "from skpo_verl import reward\n"
+        "print(reward.compute_score('math500', 'Answer: 1/2', '0.5')['reason'])\n"
+        "print(*[process.pid for process in reward._judge_pool()._pool], flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "correct"
+        judges = [psutil.Process(int(pid)) for pid in parent.stdout.readline().split()]
+        assert len(judges) == 2 and all(judge.is_running() for judge in judges)
+    finally:
+        parent.kill()
+        parent.wait()
+
+    def alive(process):
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(alive(judge) for judge in judges) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(judge) for judge in judges)
+
+
+def test_exit_with_parent_ends_a_process_whose_parent_died():
+    # A (killed) starts B; B sleeps a minute unless the watch thread ends it once A is gone.
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    child = (
+        "import os, time\n"
+        "from skpo_verl.reward import exit_with_parent\n"
+        "exit_with_parent(os.getppid(), poll_s=0.1)\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent_script = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {child!r}]); sys.stdin.read()"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        orphan = psutil.Process(int(parent.stdout.readline()))
+        assert orphan.status() != psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
+        parent.wait()
+    started = time.monotonic()
+    while time.monotonic() - started < 10:
+        try:
+            if orphan.status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.1)
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.e2e
 def test_inside_a_ray_actors_executor_thread_like_verls_reward_loop_worker():
     # verl's reward loop workers are Ray actors that call the reward via loop.run_in_executor.
