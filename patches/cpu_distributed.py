@@ -1,6 +1,6 @@
 """CPU backend: a valid process-group backend string on the host (opt-in, `VERL_PLATFORM=cpu`).
 
-Adapts `verl/utils/distributed.py` `initialize_global_process_group_ray` (l.82-99), which
+Adapts `verl/utils/distributed.py` `initialize_global_process_group_ray` (l.83-99), which
 every training worker calls without a backend (`workers/engine_workers.py` l.89). Its
 default, f"cpu:gloo,{device}:{backend}", becomes "cpu:gloo,cpu:gloo" on the host and
 torch rejects the duplicate device type. On the host the backend is "cpu:gloo".

@@ -3,7 +3,7 @@
 Adapts `verl/workers/engine/fsdp/transformer_impl.py`:
 - l.1143 and l.1594 register `FSDPEngineWithLMHead` / `FSDPEngineWithValueHead` for the
   devices "cuda" and "npu" only, so `EngineRegistry.get_engine_cls` (engine/base.py
-  l.399-430) finds nothing for device "cpu". The same classes are registered for "cpu":
+  l.399-429) finds nothing for device "cpu". The same classes are registered for "cpu":
   nothing in them is accelerator-specific once the platform reports the host device.
 - l.462 builds `CPUOffloadPolicy(pin_memory=True)` for every forward-only (reference)
   FSDP2 module; pinning needs an accelerator, so on the host the policy is unpinned.

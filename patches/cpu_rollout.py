@@ -4,7 +4,7 @@ verl 0.9.1 looks a rollout name up in two places:
 - `workers/rollout/base.py` `_ROLLOUT_REGISTRY` (l.89-93), a private dict of
   (name, mode) -> in-worker adapter class path read by `get_rollout_class` (l.96); it has
   no registration API, so the entry is added to the dict.
-- `workers/rollout/replica.py` `RolloutReplicaRegistry` (l.325), the public registry of
+- `workers/rollout/replica.py` `RolloutReplicaRegistry` (l.312), the public registry of
   server replicas used by `LLMServerManager`.
 Both point at `skpo_verl.cpu.rollout`, imported only when the name is used.
 """

@@ -1,6 +1,6 @@
 """CPU backend: carry the `VERL_PLATFORM=cpu` switch into every Ray process.
 
-Adapts `verl/trainer/constants_ppo.py` `get_ppo_ray_runtime_env` (l.106-161), the
+Adapts `verl/trainer/constants_ppo.py` `get_ppo_ray_runtime_env` (l.105-154), the
 runtime environment `main_ppo.run_ppo` passes to `ray.init`. A Ray cluster started by
 `ray.init` in the driver inherits the driver's environment, but one started beforehand
 (`ray start`) does not, and a worker that resolves the platform without the switch

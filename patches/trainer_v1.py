@@ -272,7 +272,7 @@ def _measure_logprob_divergences(trainer, batch, skpo_rows, state, metrics) -> d
 
 
 def _actor_dp_size(trainer) -> int:
-    """Data-parallel size of the actor, as `_balance_batch` reads it (trainer_base l.1610-1617)."""
+    """Data-parallel size of the actor, as `_balance_batch` reads it (trainer_base l.1610-1616)."""
     worker_group = trainer.actor_rollout_wg
     if "actor" not in worker_group._dispatch_info:
         worker_group._dispatch_info["actor"] = worker_group._query_dispatch_info("actor")
