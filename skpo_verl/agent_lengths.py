@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 class SKPOLengthError(ValueError):
-    pass
+    """A length that cannot hold SKPO's rollout; `problems` lists each one (key and fix)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.problems = tuple(problems) or (message,)
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,9 @@ def check_lengths(config: Any) -> LengthBudget:
             + f", or set +{CLAMP_KEY}=true to cap answers at the context left after their [s, q]."
         )
     if problems:
-        raise SKPOLengthError("SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems))
+        raise SKPOLengthError(
+            "SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems), tuple(problems)
+        )
     return LengthBudget(
         max_split_length=t_max,
         max_downstream_prompt=worst_prompt,

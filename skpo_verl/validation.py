@@ -61,7 +61,7 @@ def _config_problems(config: Any) -> Iterable[str]:
         try:
             check_lengths(config)
         except SKPOLengthError as error:
-            yield str(error)
+            yield from error.problems
     if _select(config, "trainer.use_v1") is False:
         yield "trainer.use_v1=false: SKPO supports verl's V1 trainer only. Set trainer.use_v1=true (the default)."
     mode = _select(config, "trainer.v1.trainer_mode")

@@ -79,3 +79,16 @@ def test_missing_and_duplicated_prompt_keys_are_refused_with_row_numbers():
         prompt_keys_from_extra_info([{"index": 1}, {"split": "train"}, None], files="train.parquet")
     with pytest.raises(SKPOConfigError, match=r"1 training row\(s\) repeat an extra_info.index \(rows 0 and 2 share index 5\)"):
         prompt_keys_from_extra_info([{"index": 5}, {"index": 6}, {"index": 5}])
+
+
+def test_length_problems_are_listed_one_per_line_with_the_others():
+    config = compose_ppo_config(SKPO + ["actor_rollout_ref.rollout.prompt_length=512", "actor_rollout_ref.rollout.max_model_len=1000", "actor_rollout_ref.rollout.n=1"])
+    with pytest.raises(SKPOConfigError) as error:
+        validate_config(config)
+    lines = str(error.value).splitlines()
+    assert lines[0] == "SKPO cannot start:"
+    # [s, q] <= 512 + 512 = 1024 tokens: over the prompt budget, and 1024 + 512 over the context.
+    assert any(line.startswith("  - downstream prompts [s, q] reach 1024 tokens") for line in lines)
+    assert any(line.startswith("  - a downstream prompt plus its answer reaches 1536 tokens") for line in lines)
+    assert any(line.startswith("  - actor_rollout_ref.rollout.n=1") for line in lines)
+    assert len(lines) == 4
