@@ -140,6 +140,11 @@ def run_training(
         "RANKS": str(ranks),
         "VERL_FILE_LOGGER_PATH": str(metrics_path),
         "RAY_DEDUP_LOGS": "0",
+        # Twice the launcher's 32-token answers: an answer then holds the requested digit about
+        # twice as often, so a step where every one of the 64 answers misses (all advantages 0,
+        # zero gradient: seen once in a CI-like run at 32 tokens, when 3 of 8 groups per step
+        # were all-miss) becomes vanishingly rare. Costs ~1.5 min over the e2e tests.
+        "RESPONSE_LENGTH": "64",
     }
     command = [
         "bash",

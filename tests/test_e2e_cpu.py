@@ -231,7 +231,7 @@ def test_logprob_divergence_rescores_returning_prompts_with_the_actor(workdir, t
         assert divergence < 1e-5
         assert second["skpo/tracker/rho_mean"] == pytest.approx(0.96)
     else:
-        # Measured 0.26 after one update at lr 3e-3 (rho then sits at the rho_min clip).
+        # Measured 0.21-0.26 after one update at lr 3e-3 (rho then sits at the rho_min clip).
         assert divergence > 1e-3 and math.isfinite(divergence)
         assert 0.875 <= second["skpo/tracker/rho_mean"] < 0.96
     # The segments to re-score at the next visit are part of the checkpoint.
