@@ -22,7 +22,7 @@ math-verify's own timeout works, and the caller additionally waits at most
 `2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
 that guard the pool is replaced. Both give -1 with reason "timeout". A judge process ends
 itself when the process that made the pool is gone: Ray kills reward workers at shutdown, and
-a pool's workers would otherwise outlive them (they hold their own task pipe open).
+judge processes were seen outliving a killed Ray actor (orphaned, for good).
 
 The function never raises. It returns verl's dict form: `score` (the reward), plus `acc`
 (1.0/0.0), `pred` (the extracted answer, for verl's maj@N) and `reason`, recorded by verl as
