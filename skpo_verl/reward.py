@@ -17,12 +17,11 @@ LaTeX, sets, intervals, `x = 3` vs `3`).
 Timeouts. verl's reward managers call a synchronous reward function through
 `loop.run_in_executor(None, ...)` (`verl/experimental/reward_loop/reward_manager/naive.py`),
 i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So judging runs in
-a small pool of spawned processes: each task runs in its process's main thread, where
-math-verify's own timeout works, and the caller additionally waits at most
+a few spawned judge processes (`skpo_verl.judge_pool`): each judgment runs in its process's
+main thread, where math-verify's own timeout works, and the caller additionally waits at most
 `2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
-that guard the pool is replaced. Both give -1 with reason "timeout". A judge process ends
-itself when the process that made the pool is gone: Ray kills reward workers at shutdown, and
-judge processes were seen outliving a killed Ray actor (orphaned, for good).
+that guard only that judge process is killed and replaced. Both give -1 with reason "timeout".
+Judge processes never outlive the reward worker that started them.
 
 The function never raises. It returns verl's dict form: `score` (the reward), plus `acc`
 (1.0/0.0), `pred` (the extracted answer, for verl's maj@N) and `reason`, recorded by verl as
@@ -33,15 +32,14 @@ reward extra info:
 
 from __future__ import annotations
 
-import importlib
-import multiprocessing
 import os
 import re
 import threading
-import time
 from typing import Any
 
 import numpy as np
+
+from skpo_verl.judge_pool import JudgePool, JudgeTimeout
 
 CORRECT = 1.0
 INCORRECT = -1.0
@@ -197,51 +195,22 @@ def _plain(answer: str) -> str:
     return re.sub(r"\s+|\\[,;!: ]|\\text\{|\}|\{", "", answer).lower()
 
 
-_pool_lock = threading.Lock()
-_pool = None
+_judges_lock = threading.Lock()
+_judges: JudgePool | None = None
 
 
 def _judge_in_pool(pred: str, gold: str, timeout_s: int) -> str:
-    pool = _judge_pool()
-    # The pool pickles the function by module name; verl may have loaded this file under
-    # another name (a file path), so submit the installed module's function.
-    judge = importlib.import_module("skpo_verl.reward").judge_answer
-    pending = pool.apply_async(judge, (pred, gold, timeout_s))
     try:
-        return pending.get(timeout=2 * timeout_s + 5)
-    except multiprocessing.TimeoutError:
-        _replace_pool(pool)
+        return _judge_pool().call((pred, gold, timeout_s), timeout_s=2 * timeout_s + 5)
+    except JudgeTimeout:
         return "timeout"
 
 
-def _judge_pool():
-    global _pool
-    with _pool_lock:
-        if _pool is None:
+def _judge_pool() -> JudgePool:
+    global _judges
+    with _judges_lock:
+        if _judges is None:
             processes = int(os.environ.get(POOL_PROCESSES_ENV, DEFAULT_POOL_PROCESSES))
-            # By the installed module's name, as the judge function (see _judge_in_pool).
-            exit_with_parent = importlib.import_module("skpo_verl.reward").exit_with_parent
-            _pool = multiprocessing.get_context("spawn").Pool(
-                processes=processes, initializer=exit_with_parent, initargs=(os.getpid(),)
-            )
-        return _pool
-
-
-def exit_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
-    """Pool initializer: end this judge process once `parent_pid` is no longer its parent."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(poll_s)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="skpo-judge-parent-watch", daemon=True).start()
-
-
-def _replace_pool(stuck) -> None:
-    """Kill a pool whose task hung past the guard (tasks of other threads in it end as "timeout")."""
-    global _pool
-    with _pool_lock:
-        if _pool is stuck:
-            _pool = None
-    stuck.terminate()
+            # By the installed module's name: verl may have loaded this file under another one (a path).
+            _judges = JudgePool("skpo_verl.reward:judge_answer", processes, warm_modules=("math_verify",))
+        return _judges
