@@ -106,7 +106,7 @@ add_skpo_settings() {
   # max(initial L, MAX_RESPONSE_LENGTH)) before the problem. rollout.prompt_length must hold
   # both; data.max_prompt_length stays the problem's budget (it is verl's overlong filter).
   # SKPO's start-up check (skpo_verl/agent_lengths.py) recomputes this and refuses less.
-  local initial_length=${1:-1024}
+  local initial_length=${1:-1024}   # tracker.initial_length's default (skpo_verl/config.py)
   local longest_length=$(( initial_length > MAX_RESPONSE_LENGTH ? initial_length : MAX_RESPONSE_LENGTH ))
   local skpo_prompt_length=$((MAX_PROMPT_LENGTH + longest_length / 2))
   if [[ -n "${1:-}" ]]; then add +algorithm.skpo.tracker.initial_length="$1"; fi

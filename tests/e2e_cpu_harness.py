@@ -143,7 +143,7 @@ def run_training(
         # Twice the launcher's 32-token answers: an answer then holds the requested digit about
         # twice as often, so a step where every one of the 64 answers misses (all advantages 0,
         # zero gradient: seen once in a CI-like run at 32 tokens, when 3 of 8 groups per step
-        # were all-miss) becomes vanishingly rare. Costs ~1.5 min over the e2e tests.
+        # were all-miss) becomes vanishingly rare. Measured: all e2e tests 329 s, against 314 s at 32.
         "RESPONSE_LENGTH": "64",
     }
     command = [

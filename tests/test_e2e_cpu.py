@@ -224,7 +224,6 @@ def test_logprob_divergence_rescores_returning_prompts_with_the_actor(workdir, t
     assert second["skpo/tracker/rescored_prompts"] == PROMPTS_PER_STEP
     assert second["timing_s/skpo_divergence"] > 0
     divergence = second["skpo/tracker/divergence_mean"]
-    print(f"lr={lr}: step-2 divergence_mean={divergence:.3g} rho_mean={second['skpo/tracker/rho_mean']:.4f}")
     if lr == 0.0:
         # Same weights, same fp32 forward: |log pi_then - log pi_now| is at most rounding noise
         # (measured: exactly 0), so rho = clip(2^(-D/0.06), 0.875, 0.96) = 0.96.

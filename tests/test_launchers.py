@@ -137,7 +137,8 @@ def test_qwen_math_launcher_caps_answers_at_its_4096_token_context(tmp_path):
     # Offline the model's config.json is not at hand; give the check the released model's limit.
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
     config = compose_verl(launcher_overrides("skpo_qwen2.5_math_7b.sh", MODEL_PATH=str(tmp_path)))
-    budget = validate_and_measure(config)
+    validate_like_verl(config)
+    budget = check_lengths(config)
     assert (budget.max_downstream_prompt, budget.max_sequence, budget.min_answer_length) == (2560, 4096, 1536)
     # Without the clamp SKPO refuses to start, naming the key (a key the launcher set takes no `+`).
     refused = compose_verl(
@@ -145,11 +146,6 @@ def test_qwen_math_launcher_caps_answers_at_its_4096_token_context(tmp_path):
     )
     with pytest.raises(SKPOConfigError, match=r"reaches 5632 tokens.*clamp_answers_to_context=true"):
         validate_skpo_config(refused)
-
-
-def validate_and_measure(config):
-    validate_like_verl(config)
-    return check_lengths(config)
 
 
 @pytest.mark.parametrize(
