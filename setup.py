@@ -4,9 +4,13 @@
 so the repository layout stays as designed while the code imports as one package.
 """
 
+import runpy
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
-SUPPORTED_VERL = "0.9.1"
+# The one pin, shared with the run-time gate (skpo_verl/verl_version.py imports only the stdlib).
+SUPPORTED_VERL = runpy.run_path(str(Path(__file__).parent / "skpo_verl" / "verl_version.py"))["SUPPORTED_VERL_VERSION"]
 
 setup(
     name="skpo-verl",

@@ -192,7 +192,6 @@ SOURCES: dict[str, Source] = {
     )
 }
 
-BENCHMARK_SOURCES = ("aime2024", "aime2025", "amc2023", "math500", "minerva", "olympiadbench")
 
 
 def get_source(name: str) -> Source:

@@ -105,7 +105,7 @@ add_skpo_settings() {
   # The downstream input [s, q] puts the kept segment (at most L_q/2 tokens, and L_q is at most
   # max(initial L, MAX_RESPONSE_LENGTH)) before the problem. rollout.prompt_length must hold
   # both; data.max_prompt_length stays the problem's budget (it is verl's overlong filter).
-  # SKPO's start-up check (skpo_verl/agent_lengths.py) recomputes this and refuses less.
+  # SKPO's start-up check (skpo_verl/rollout/lengths.py) recomputes this and refuses less.
   local initial_length=${1:-1024}   # tracker.initial_length's default (skpo_verl/config.py)
   local longest_length=$(( initial_length > MAX_RESPONSE_LENGTH ? initial_length : MAX_RESPONSE_LENGTH ))
   local skpo_prompt_length=$((MAX_PROMPT_LENGTH + longest_length / 2))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 
 from skpo_verl.cpu import cpu_backend_requested
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 HOST_BACKEND = "cpu:gloo"
 

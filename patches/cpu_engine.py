@@ -14,7 +14,7 @@ adapted: use `strategy=fsdp2` on CPU.
 from __future__ import annotations
 
 from skpo_verl.cpu import PLATFORM_NAME, cpu_backend_requested
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 
 def install(transformer_impl) -> None:

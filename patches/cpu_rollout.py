@@ -12,7 +12,7 @@ Both point at `skpo_verl.cpu.rollout`, imported only when the name is used.
 from __future__ import annotations
 
 from skpo_verl.cpu import ROLLOUT_NAME, cpu_backend_requested
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 ADAPTER_PATH = "skpo_verl.cpu.rollout.HFCPUServerAdapter"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 
 from skpo_verl.cpu import PLATFORM_ENV, PLATFORM_NAME, cpu_backend_requested
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 
 def install(constants_ppo) -> None:

@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 from skpo_verl.patches.ppo_loss_roles import DOWNSTREAM_TOKENS, UPSTREAM_MASK, UPSTREAM_ROWS
 
 

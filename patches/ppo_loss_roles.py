@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 UPSTREAM_MASK = "skpo_upstream_mask"  # int64 [B], written by the driver at advantage time
 UPSTREAM_ROWS = "skpo_upstream_rows"  # non-tensor, mini-batch-wide, from engine_role_counts
@@ -27,7 +27,7 @@ def install(engine_workers) -> None:
     from verl.workers.utils import losses
 
     from skpo_verl.config import LossConfig
-    from skpo_verl.loss import MicroBatchRoles, micro_batch_roles
+    from skpo_verl.training.loss import MicroBatchRoles, micro_batch_roles
 
     real_ppo_loss = losses.ppo_loss
     if engine_workers.ppo_loss is not real_ppo_loss:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 
 
 def install(ray_trainer) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from skpo_verl import rows as R
-from skpo_verl.patches import require_verl_version
+from skpo_verl.verl_version import require_verl_version
 from skpo_verl.patches.ppo_loss_roles import LOSS_CONFIG, UPSTREAM_MASK
 
 ESTIMATOR_FIELDS = (
@@ -87,7 +87,7 @@ def _state(trainer):
 
 
 def _init(original, self, config):
-    from skpo_verl.state import SKPOState
+    from skpo_verl.training.state import SKPOState
     from skpo_verl.validation import check_not_half_configured, is_skpo_run, validate_config
 
     check_not_half_configured(config)
@@ -121,7 +121,7 @@ def _create_rl_sampler(real_create_rl_sampler):
         state = trainer.skpo_state
         if not state.config.prioritized_sampling:
             return real_create_rl_sampler(data_config, dataset, *args, **kwargs)
-        from skpo_verl.sampler import PrioritizedSampler
+        from skpo_verl.training.sampler import PrioritizedSampler
 
         return PrioritizedSampler(keys, state.values, eps=state.config.priority_eps, seed=state.config.seed)
 
@@ -281,7 +281,7 @@ def _actor_dp_size(trainer) -> int:
 
 def rows_from_fields(data, is_padding) -> "SKPORows":
     """Row-contract fields fetched from TransferQueue → the estimator's `SKPORows`."""
-    from skpo_verl.estimator import SKPORows
+    from skpo_verl.training.estimator import SKPORows
 
     missing = [name for name in R.SKPO_FIELDS if name not in data.keys()]
     if missing:

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import importlib
 
-from skpo_verl.patches import when_imported
+from skpo_verl.hooks import when_imported
 
 # (verl module, "our_module:function") — the function receives the imported verl module.
 HOOKS = (
-    ("verl.trainer.ppo.core_algos", "skpo_verl.registration:register_estimator_and_loss"),
+    ("verl.trainer.ppo.core_algos", "skpo_verl.patches.registry:register_estimator_and_loss"),
     ("verl.workers.engine_workers", "skpo_verl.patches.ppo_loss_roles:install"),
     ("verl.workers.engine.base", "skpo_verl.patches.engine_role_counts:install"),
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
     ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),
-    ("verl.experimental.agent_loop.agent_loop", "skpo_verl.agent_loop:install"),
+    ("verl.experimental.agent_loop.agent_loop", "skpo_verl.patches.agent_loop:install"),
     # CPU backend (opt-in with VERL_PLATFORM=cpu; see docs/cpu_backend.md).
     ("verl.plugin.platform.platform_manager", "skpo_verl.cpu.platform:install"),
     ("verl.utils.distributed", "skpo_verl.patches.cpu_distributed:install"),

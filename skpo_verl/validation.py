@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from skpo_verl.agent_lengths import SKPOLengthError, check_lengths
+from skpo_verl.rollout.lengths import SKPOLengthError, check_lengths
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
-from skpo_verl.patches import failed_shims
+from skpo_verl.hooks import failed_shims
 
 ESTIMATOR = "skpo"
 LOSS_MODE = "skpo"

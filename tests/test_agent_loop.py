@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from skpo_verl.agent_local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
+from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
 from skpo_verl.cpu.tiny_model import build_tiny_model
 
 G = 3
@@ -148,12 +148,12 @@ def expected_segment(candidates, split_length, eos, rule="median", step=0):
 def test_skpo_agent_is_registered_with_verl_and_flags_validation(tiny):
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, _agent_loop_registry
 
-    assert _agent_loop_registry["skpo_agent"] == {"_target_": "skpo_verl.agent_loop.SKPOAgentLoop"}
+    assert _agent_loop_registry["skpo_agent"] == {"_target_": "skpo_verl.rollout.agent_loop.SKPOAgentLoop"}
     assert AgentLoopWorker._run_agent_loop.__skpo_wrapped__
 
 
 def test_one_upstream_and_g_downstream_rows_with_roles_and_fields(tiny):
-    from skpo_verl.agent_loop import SKPOAgentLoop
+    from skpo_verl.rollout.agent_loop import SKPOAgentLoop
 
     recorder = Recorder(serve(tiny))
     results = roll_out(tiny, make_config(tiny), recorder)
@@ -336,7 +336,7 @@ class FailsOn:
 
 
 def test_a_failing_candidate_request_fails_every_session_promptly(tiny):
-    from skpo_verl.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), SPLIT, failing=2, hold_others=True))
@@ -347,7 +347,7 @@ def test_a_failing_candidate_request_fails_every_session_promptly(tiny):
 
 
 def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
-    from skpo_verl.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), RESPONSE, failing=1, hold_others=True))
@@ -360,7 +360,7 @@ def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
 
 
 def test_sessions_time_out_when_no_session_produces_the_segment(tiny):
-    from skpo_verl.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
 
     config = make_config(tiny, "+algorithm.skpo.rollout_timeout_s=0.5")
     started = time.monotonic()
@@ -371,7 +371,7 @@ def test_sessions_time_out_when_no_session_produces_the_segment(tiny):
 
 
 def test_a_downstream_prompt_over_the_prompt_budget_fails_instead_of_truncating(tiny):
-    from skpo_verl.agent_lengths import SKPOLengthError
+    from skpo_verl.rollout.lengths import SKPOLengthError
 
     results = roll_out(tiny, make_config(tiny, prompt_length=len(tiny.q) + 3), serve(tiny))
     assert all(isinstance(r, SKPOLengthError) for r in results)
@@ -379,7 +379,7 @@ def test_a_downstream_prompt_over_the_prompt_budget_fails_instead_of_truncating(
 
 
 def test_answers_past_the_context_fail_unless_clamped_to_the_context_left(tiny):
-    from skpo_verl.agent_lengths import SKPOLengthError
+    from skpo_verl.rollout.lengths import SKPOLengthError
 
     # Any kept segment (>= 1 token) before q leaves fewer than RESPONSE tokens of this context.
     context = len(tiny.q) + RESPONSE

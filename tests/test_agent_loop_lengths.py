@@ -7,7 +7,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from skpo_verl.agent_lengths import SKPOLengthError, check_lengths
+from skpo_verl.rollout.lengths import SKPOLengthError, check_lengths
 from skpo_verl.verl_config import compose_ppo_config
 
 PAPER = ["data.max_prompt_length=1024", "data.max_response_length=3072"]
@@ -65,7 +65,7 @@ def test_clamping_answers_to_a_short_context_is_allowed_when_asked_and_said(verl
         "actor_rollout_ref.rollout.max_model_len=4096",
         "+algorithm.skpo.clamp_answers_to_context=true",
     ]
-    with caplog.at_level("WARNING", logger="skpo_verl.agent_lengths"):
+    with caplog.at_level("WARNING", logger="skpo_verl.rollout.lengths"):
         budget = check_lengths(config_with(verl_config, overrides))
     assert (budget.max_downstream_prompt, budget.max_sequence, budget.min_answer_length) == (2560, 4096, 1536)
     assert "answers after the longest [s, q] (2560 tokens) get 1536 of response_length 3072" in caplog.text
@@ -93,7 +93,7 @@ def test_chat_format_keeps_slack_and_unconditional_needs_no_extra_prompt_room(ve
 def test_a_hub_model_id_is_resolved_from_the_hugging_face_cache_without_download(verl_config, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from skpo_verl import agent_lengths
+    from skpo_verl.rollout import lengths as agent_lengths
 
     snapshot = tmp_path / "models--org--tiny-math" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)

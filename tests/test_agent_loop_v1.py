@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from skpo_verl import rows as R
-from skpo_verl.agent_local_server import LocalTokenServer, compose_rollout_config
+from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config
 from skpo_verl.cpu.tiny_model import build_tiny_model
 
 G = 3
@@ -195,8 +195,8 @@ def test_the_skpo_estimator_consumes_the_stored_rows(setup):
     from skpo_verl.patches.trainer_v1 import ESTIMATOR_FIELDS, rows_from_fields
 
     from skpo_verl.config import skpo_config_from_algorithm
-    from skpo_verl.estimator import compute_skpo_advantage
-    from skpo_verl.state import SKPOState
+    from skpo_verl.training.estimator import compute_skpo_advantage
+    from skpo_verl.training.state import SKPOState
 
     uids, listing = generate(setup, dataset_batch(setup), "train")
     row_keys = sorted(key for key in listing if key.rsplit("_", 2)[0] in uids and key not in uids)

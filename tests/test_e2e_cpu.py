@@ -129,7 +129,7 @@ def prompts(rows: list[dict]) -> set[str]:
 
 
 def skpo_state(checkpoints: Path, step: int) -> dict:
-    """The SKPO driver's state as saved in a checkpoint folder (skpo_verl/state.py)."""
+    """The SKPO driver's state as saved in a checkpoint folder (skpo_verl/training/state.py)."""
     with open(checkpoints / f"global_step_{step}" / "skpo_state.pt", "rb") as f:
         return pickle.load(f)
 

@@ -5,7 +5,8 @@ import types
 
 import pytest
 
-from skpo_verl.patches import _hooks
+from skpo_verl import hooks as _hooks
+from skpo_verl import verl_version
 
 
 @pytest.fixture
@@ -47,6 +48,13 @@ def test_a_failing_hook_is_printed_and_recorded(fake_module, capsys):
 
 
 def test_version_gate_names_the_installed_and_supported_versions(monkeypatch):
-    monkeypatch.setattr(_hooks, "installed_verl_version", lambda: "0.10.0")
-    with pytest.raises(_hooks.UnsupportedVerlVersion, match=r"adapts verl 0\.9\.1 internals, but verl 0\.10\.0"):
-        _hooks.require_verl_version("probe")
+    monkeypatch.setattr(verl_version, "installed_verl_version", lambda: "0.10.0")
+    with pytest.raises(verl_version.UnsupportedVerlVersion, match=r"adapts verl 0\.9\.1 internals, but verl 0\.10\.0"):
+        verl_version.require_verl_version("probe")
+
+
+def test_setup_py_pins_the_version_the_gate_checks():
+    import importlib.metadata
+
+    requirements = importlib.metadata.requires("skpo-verl")
+    assert f"verl=={verl_version.SUPPORTED_VERL_VERSION}" in requirements

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from skpo_verl.judge_pool import JudgeFailed, JudgePool, JudgeTimeout
+from skpo_verl.reward.judge_pool import JudgeFailed, JudgePool, JudgeTimeout
 
 
 def gone(pid: int, within_s: float = 10.0) -> bool:
@@ -77,7 +77,7 @@ def test_a_killed_judge_process_fails_one_call_and_is_replaced(pool):
 
 OWNER = """
 import os, signal, sys
-from skpo_verl.judge_pool import JudgePool
+from skpo_verl.reward.judge_pool import JudgePool
 judges = JudgePool("operator:truediv", size=2)
 print(judges.call((1, 2), timeout_s=30), *judges.pids, flush=True)
 if sys.argv[1] == "kill-judges-then-exit":
@@ -120,7 +120,7 @@ def test_exit_with_parent_ends_a_process_blocked_in_the_function():
     # A judge stuck in C code never reads its pipe's EOF; the watch thread ends it anyway.
     child = (
         "import os, time\n"
-        "from skpo_verl.judge_pool import _exit_with_parent\n"
+        "from skpo_verl.reward.judge_pool import _exit_with_parent\n"
         "_exit_with_parent(os.getppid(), poll_s=0.1)\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(60)\n"

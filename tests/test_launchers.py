@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 import verl
 from skpo_verl.config import SKPOConfig
-from skpo_verl.agent_lengths import check_lengths
+from skpo_verl.rollout.lengths import check_lengths
 from skpo_verl.validation import SKPOConfigError, check_not_half_configured, is_skpo_run
 from skpo_verl.validation import validate_config as validate_skpo_config
 

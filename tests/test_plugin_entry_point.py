@@ -12,7 +12,7 @@ loaded = "skpo_verl.plugin" in sys.modules
 heavy = sorted(m for m in ("verl.trainer.ppo.core_algos", "verl.experimental.agent_loop.agent_loop",
                            "verl.trainer.ppo.v1.trainer_base") if m in sys.modules)
 from verl.trainer.ppo import core_algos
-from skpo_verl.patches import failed_shims
+from skpo_verl.hooks import failed_shims
 print(json.dumps({
     "plugin_loaded": loaded,
     "heavy_modules_after_import_verl": heavy,
@@ -40,8 +40,8 @@ def test_import_verl_registers_skpo_estimator_and_loss_through_the_entry_point()
     assert found == {
         "plugin_loaded": True,
         "heavy_modules_after_import_verl": [],
-        "estimator": "skpo_verl.estimator",
-        "loss": "skpo_verl.loss",
+        "estimator": "skpo_verl.training.estimator",
+        "loss": "skpo_verl.training.loss",
         "failed": {},
     }
 

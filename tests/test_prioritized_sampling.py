@@ -6,8 +6,8 @@ from omegaconf import OmegaConf
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.sampler import PrioritizedSampler
-from skpo_verl.state import SKPOState
+from skpo_verl.training.sampler import PrioritizedSampler
+from skpo_verl.training.state import SKPOState
 from skpo_verl.validation import SKPOConfigError
 
 

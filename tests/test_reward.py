@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from skpo_verl.reward import compute_score, extract_final_answer, ground_truth_text
+from skpo_verl.reward.score import compute_score, extract_final_answer, ground_truth_text
 
 DAPO_TAIL = "Let me work it out.\n...\nAnswer: {}"
 

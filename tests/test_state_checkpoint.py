@@ -7,12 +7,12 @@ import sys
 import numpy as np
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.state import STATE_FILE, SKPOState
+from skpo_verl.training.state import STATE_FILE, SKPOState
 
 RELOAD = """
 import pickle, sys
 from skpo_verl.config import SKPOConfig
-from skpo_verl.state import SKPOState
+from skpo_verl.training.state import SKPOState
 state = SKPOState(SKPOConfig())
 state.load(sys.argv[1])
 loaded = state.state_dict()

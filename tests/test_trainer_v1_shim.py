@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.state import STATE_FILE, SKPOState
+from skpo_verl.training.state import STATE_FILE, SKPOState
 from skpo_verl.verl_config import compose_ppo_config
 
 SKPO = [

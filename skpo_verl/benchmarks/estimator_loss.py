@@ -31,7 +31,7 @@ def synthetic_batch(prompts: int, rows: int, tokens: int, seed: int = 0):
 
 
 def skpo_rows(prompts: int, rows: int):
-    from skpo_verl.estimator import SKPORows
+    from skpo_verl.training.estimator import SKPORows
 
     groups = np.repeat(np.array([f"u{i}" for i in range(prompts)], dtype=object), rows)
     position = np.tile(np.arange(rows), prompts)
@@ -79,8 +79,8 @@ def main() -> None:
     from verl.utils.config import omega_conf_to_dataclass
 
     from skpo_verl.config import LossConfig, SKPOConfig
-    from skpo_verl.loss import MicroBatchRoles, micro_batch_roles
-    from skpo_verl.state import SKPOState
+    from skpo_verl.training.loss import MicroBatchRoles, micro_batch_roles
+    from skpo_verl.training.state import SKPOState
     from skpo_verl.verl_config import compose_ppo_config
 
     mask, token_rewards, old_log_prob, log_prob = synthetic_batch(args.prompts, args.rows, args.tokens)

@@ -1,6 +1,6 @@
 """SPO's prioritized prompt sampling (SKPO.md §4): favour prompts the policy half-solves.
 
-Framework-free: no torch import; `skpo_verl.sampler` wraps it as a torch Sampler.
+Framework-free: no torch import; `skpo_verl.training.sampler` wraps it as a torch Sampler.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ class PlatformCPU(PlatformBase):
 
 def install(platform_manager) -> None:
     """Hook on `verl.plugin.platform.platform_manager`: register the `cpu` platform."""
-    from skpo_verl.patches import require_verl_version
+    from skpo_verl.verl_version import require_verl_version
 
     require_verl_version("skpo_verl.cpu.platform")
     platform_manager.PlatformRegistry.register(platform=PLATFORM_NAME)(PlatformCPU)

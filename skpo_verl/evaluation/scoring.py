@@ -15,7 +15,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from skpo_verl.evaluation.protocol import benchmark
-from skpo_verl.reward import DEFAULT_POOL_PROCESSES, compute_score
+from skpo_verl.reward.score import DEFAULT_POOL_PROCESSES, compute_score
 
 
 def read_generations(path: str) -> list[dict]:

@@ -21,7 +21,7 @@ copies session 0's score onto its upstream row, which the `skpo` estimator repla
 the mean of the G downstream rewards (docs/row_contract.md).
 
 Validation rollouts are plain single-turn generation from q: the worker knows whether it
-validates but does not tell agent loops (see `_install_validation_flag`).
+validates but does not tell agent loops (`skpo_verl.patches.agent_loop` tells them).
 """
 
 from __future__ import annotations
@@ -29,8 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
-import inspect
 import logging
 import time
 import zlib
@@ -43,16 +41,14 @@ from verl.experimental.agent_loop.agent_loop import (
     AgentLoopBase,
     AgentLoopMetrics,
     AgentLoopOutput,
-    AgentLoopWorker,
 )
 from verl.workers.rollout.replica import TokenOutput
 
 from skpo_verl import rows
-from skpo_verl.agent_lengths import CHAT_SEPARATOR, CLAMP_KEY, SKPOLengthError, model_length_limit
+from skpo_verl.rollout.lengths import CHAT_SEPARATOR, CLAMP_KEY, SKPOLengthError, model_length_limit
 from skpo_verl.config import skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
 from skpo_verl.core.split import cut_early_candidate, fixed_split_length, sample_split_length
-from skpo_verl.patches import require_verl_version
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +99,10 @@ class KeptSegment:
     extra_fields: dict  # the kept candidate's TokenOutput.extra_fields (weight versions)
 
 
-# True while AgentLoopWorker._run_agent_loop runs a validation session (set by the wrapper below,
-# which `install` sets up before it registers the class, so a registered skpo_agent always has it).
-_validating: contextvars.ContextVar[bool] = contextvars.ContextVar("skpo_validating", default=False)
+# True while AgentLoopWorker._run_agent_loop runs a validation session. Set by the shim
+# `skpo_verl.patches.agent_loop`, which installs it before it registers the class, so a
+# registered skpo_agent always has it.
+validating: contextvars.ContextVar[bool] = contextvars.ContextVar("skpo_validating", default=False)
 
 
 class _PromptGroup:
@@ -178,7 +175,7 @@ class SKPOAgentLoop(AgentLoopBase):
             raise NotImplementedError("skpo_agent supports text prompts only; this prompt carries images/videos/audio.")
         prompt_ids = await self.ct_build_initial_tokens(messages)
         priority = int(kwargs.get("priority", 0))
-        if _validating.get():
+        if validating.get():
             return await self._single_turn(str(kwargs["uid"]), prompt_ids, sampling_params, priority)
         if "session_id" not in kwargs:
             raise RuntimeError(
@@ -293,7 +290,7 @@ class SKPOAgentLoop(AgentLoopBase):
             raise SKPOLengthError(
                 f"split length t_q={split_length} is outside [1, actor_rollout_ref.rollout.response_length="
                 f"{self.response_length}]: the kept segment is the upstream row's response. "
-                "skpo_verl.agent_lengths.check_lengths(config) checks this at start-up."
+                "skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
             )
         return split_length
 
@@ -313,7 +310,7 @@ class SKPOAgentLoop(AgentLoopBase):
             raise SKPOLengthError(
                 f"downstream prompt of {len(ids)} tokens exceeds actor_rollout_ref.rollout.prompt_length="
                 f"{self.prompt_length}; SKPO does not truncate it. Raise rollout.prompt_length "
-                "(skpo_verl.agent_lengths.check_lengths(config) gives the worst case)."
+                "(skpo_verl.rollout.lengths.check_lengths(config) gives the worst case)."
             )
         return ids
 
@@ -327,7 +324,7 @@ class SKPOAgentLoop(AgentLoopBase):
         raise SKPOLengthError(
             f"downstream prompt of {prompt_tokens} tokens plus response_length={self.response_length} exceeds "
             f"{self.max_model_len_source}={self.max_model_len}; the server would cut the answer short. "
-            f"skpo_verl.agent_lengths.check_lengths(config) gives the worst case; {CLAMP_KEY}=true caps answers instead."
+            f"skpo_verl.rollout.lengths.check_lengths(config) gives the worst case; {CLAMP_KEY}=true caps answers instead."
         )
 
     async def _segment_in_user_turn(self, messages: list[dict], segment_ids: list[int]) -> list[int]:
@@ -434,38 +431,3 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         logger.warning(message)
-
-
-def install(agent_loop_module) -> None:
-    """Post-import hook on verl.experimental.agent_loop.agent_loop: flag validation, register `skpo_agent`."""
-    require_verl_version("agent_loop")
-    _install_validation_flag(agent_loop_module.AgentLoopWorker)
-    agent_loop_module.register(AGENT_NAME)(SKPOAgentLoop)
-
-
-def _install_validation_flag(worker_cls: type[AgentLoopWorker]) -> None:
-    """Tell agent loops whether they run validation.
-
-    verl 0.9.1 knows it in `AgentLoopWorker._run_agent_loop(sampling_params, trajectory, ...)`
-    (`trajectory["validate"]`, agent_loop.py l.661-695) but passes only the dataset columns to
-    `run`; the V1 worker even pops `validate` from the batch first (agent_loop_tq.py l.61-62).
-    This wrapper sets a context variable for the duration of the session; `run` reads it.
-    Wrapping the base class covers `AgentLoopWorkerTQ`, which inherits the method.
-    """
-    original = worker_cls._run_agent_loop
-    if getattr(original, "__skpo_wrapped__", False):
-        return
-    parameters = list(inspect.signature(original).parameters)
-    if parameters[:3] != ["self", "sampling_params", "trajectory"]:
-        raise RuntimeError(f"AgentLoopWorker._run_agent_loop{parameters} is not the signature skpo_verl adapts")
-
-    @functools.wraps(original)
-    async def _run_agent_loop(self, sampling_params, trajectory, *args, **kwargs):
-        token = _validating.set(bool(trajectory["validate"]))
-        try:
-            return await original(self, sampling_params, trajectory, *args, **kwargs)
-        finally:
-            _validating.reset(token)
-
-    _run_agent_loop.__skpo_wrapped__ = True
-    worker_cls._run_agent_loop = _run_agent_loop

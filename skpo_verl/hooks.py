@@ -1,4 +1,4 @@
-"""Post-import hooks and the verl version gate shared by every shim.
+"""Post-import hooks: how every shim attaches to the verl module it adapts.
 
 `when_imported(name, fn)` runs `fn(module)` right after `name` finishes importing (or at
 once if it already has). A hook that raises is reported loudly on stderr and recorded in
@@ -9,38 +9,16 @@ at DEBUG level, so a silent failure would otherwise train plain verl under SKPO'
 from __future__ import annotations
 
 import importlib.abc
-import importlib.metadata
 import logging
 import sys
 import threading
 from typing import Callable
-
-SUPPORTED_VERL_VERSION = "0.9.1"
 
 logger = logging.getLogger("skpo_verl")
 
 _hooks: dict[str, list[tuple[str, Callable]]] = {}
 _failures: dict[str, str] = {}
 _lock = threading.RLock()
-
-
-class UnsupportedVerlVersion(RuntimeError):
-    pass
-
-
-def installed_verl_version() -> str:
-    return importlib.metadata.version("verl")
-
-
-def require_verl_version(shim: str) -> None:
-    """Refuse to adapt a verl other than the one the shim was written against."""
-    version = installed_verl_version()
-    if version != SUPPORTED_VERL_VERSION:
-        raise UnsupportedVerlVersion(
-            f"skpo_verl shim '{shim}' adapts verl {SUPPORTED_VERL_VERSION} internals, but verl {version} is "
-            f"installed. Install verl=={SUPPORTED_VERL_VERSION} (pip install 'verl=={SUPPORTED_VERL_VERSION}') "
-            "or a skpo-verl release made for your verl."
-        )
 
 
 def failed_shims() -> dict[str, str]:

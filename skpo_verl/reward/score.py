@@ -17,7 +17,7 @@ LaTeX, sets, intervals, `x = 3` vs `3`).
 Timeouts. verl's reward managers call a synchronous reward function through
 `loop.run_in_executor(None, ...)` (`verl/experimental/reward_loop/reward_manager/naive.py`),
 i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So judging runs in
-a few spawned judge processes (`skpo_verl.judge_pool`): each judgment runs in its process's
+a few spawned judge processes (`skpo_verl.reward.judge_pool`): each judgment runs in its process's
 main thread, where math-verify's own timeout works, and the caller additionally waits at most
 `2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
 that guard only that judge process is killed and replaced. Both give -1 with reason "timeout".
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from skpo_verl.judge_pool import JudgePool, JudgeTimeout
+from skpo_verl.reward.judge_pool import JudgePool, JudgeTimeout
 
 CORRECT = 1.0
 INCORRECT = -1.0
@@ -212,5 +212,5 @@ def _judge_pool() -> JudgePool:
         if _judges is None:
             processes = int(os.environ.get(POOL_PROCESSES_ENV, DEFAULT_POOL_PROCESSES))
             # By the installed module's name: verl may have loaded this file under another one (a path).
-            _judges = JudgePool("skpo_verl.reward:judge_answer", processes, warm_modules=("math_verify",))
+            _judges = JudgePool("skpo_verl.reward.score:judge_answer", processes, warm_modules=("math_verify",))
         return _judges

@@ -18,7 +18,7 @@ import torch
 from skpo_verl.config import skpo_config_from_algorithm
 from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
 from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
-from skpo_verl.state import SKPOState
+from skpo_verl.training.state import SKPOState
 
 
 @dataclass

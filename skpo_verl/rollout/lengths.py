@@ -6,7 +6,7 @@ prompt can reach `data.max_prompt_length + t_max` tokens and its answer another
 answer's `max_tokens` to what is left of `max_model_len`, so a budget that is too small
 would truncate answers without a word. `check_lengths(config)` computes the worst case
 from the config and fails at start-up naming the keys to raise; the agent loop re-checks
-every prompt it builds (`skpo_verl.agent_loop`). No verl import here.
+every prompt it builds (`skpo_verl.rollout.agent_loop`). No verl import here.
 """
 
 from __future__ import annotations
