@@ -5,11 +5,8 @@
 # Instruct model: prompts go through the model's own chat template.
 # Extra arguments are passed to verl last, e.g. `trainer.total_training_steps=10`.
 set -euo pipefail
+# Variables of examples/common.sh (BASE_MODEL, MODEL_PATH, DATA_DIR, N_GPUS, NNODES, ...) can be set in the environment.
 BASE_MODEL=llama3.2-3b-instruct
-MODEL_PATH=${MODEL_PATH:-meta-llama/Llama-3.2-3B-Instruct}
-DATA_DIR=${DATA_DIR:-$HOME/data/skpo}
-N_GPUS=${N_GPUS:-8}
-NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-skpo_llama3.2_3b_instruct}
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -7,11 +7,8 @@
 # context left after their [s, q] (at least 1536 tokens; docs/reproduction.md).
 # Extra arguments are passed to verl last, e.g. `trainer.total_training_steps=10`.
 set -euo pipefail
+# Variables of examples/common.sh (BASE_MODEL, MODEL_PATH, DATA_DIR, N_GPUS, NNODES, ...) can be set in the environment.
 BASE_MODEL=qwen2.5-math-7b
-MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-7B}
-DATA_DIR=${DATA_DIR:-$HOME/data/skpo}
-N_GPUS=${N_GPUS:-8}
-NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-skpo_qwen2.5_math_7b}
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -156,7 +156,7 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
         "uid",
         "index",
         "session_id",
-        *R.SKPO_FIELDS,
+        *R.ROLLOUT_FIELDS,
     ]
     data = setup.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=fields)
     rows = {key: i for i, key in enumerate(row_keys)}
@@ -192,7 +192,8 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
 def test_the_skpo_estimator_consumes_the_stored_rows(setup):
     """The driver's path (patches/trainer_v1.py `_compute_advantage`): fetch the row-contract fields from
     TransferQueue, build SKPORows, run the registered `skpo` estimator; advantages recomputed by hand."""
-    from skpo_verl.patches.trainer_v1 import ESTIMATOR_FIELDS, rows_from_fields
+    from skpo_verl.patches.trainer_v1 import rows_from_fields
+    from skpo_verl.rows import ESTIMATOR_FIELDS
 
     from skpo_verl.config import skpo_config_from_algorithm
     from skpo_verl.training.estimator import compute_skpo_advantage
@@ -247,7 +248,7 @@ def test_validation_rollout_is_plain_single_turn_from_q(setup):
     row_keys = sorted(key for key in listing if key not in uids)
     assert row_keys == sorted(f"{uid}_{s}_0" for uid in uids for s in range(2))  # val_kwargs.n sessions, one row each
     data = setup.tq.kv_batch_get(
-        keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.SKPO_FIELDS]
+        keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.ROLLOUT_FIELDS]
     )
     for i, key in enumerate(row_keys):
         problem = PROBLEMS[uids.index(key.rsplit("_", 2)[0])]

@@ -69,3 +69,18 @@ def cut_early_candidate(length: int, split_length: int, ended: bool) -> int:
     if ended and length <= split_length:
         return max(1, length // 2)
     return min(length, split_length)
+
+
+def split_length(rule: str, mean_length: float, low: float, high: float, step: int, rng: np.random.Generator) -> int:
+    """t_q under `rule` (a key of SPLIT_RULES): the one dispatch used by the driver and the agent loop.
+
+    "adaptive" draws from `rng` (the paper); "fixed" alternates the bounds by step and ignores `rng`.
+    """
+    if rule == "adaptive":
+        return sample_split_length(mean_length, low, high, rng)
+    if rule == "fixed":
+        return fixed_split_length(mean_length, low, high, step)
+    raise ValueError(f"Unknown split rule {rule!r}; expected one of {', '.join(SPLIT_RULES)}.")
+
+
+SPLIT_RULES = ("adaptive", "fixed")
