@@ -424,3 +424,31 @@ def test_validation_through_verls_worker_is_single_turn_generation_from_q(tiny):
     assert prompt.tolist() == tiny.q
     response_length = int(output.response_mask.sum())
     assert output.response_ids[0, :response_length].tolist() == recorder.calls[0][2].token_ids
+
+
+def test_a_candidate_ending_at_t_q_on_any_declared_eos_id_ended(tiny, tmp_path):
+    """Llama-3 declares several EOS ids (generation_config.json's list); each one ends a candidate."""
+    import json
+    import shutil
+
+    from skpo_verl.rollout.lengths import model_eos_token_ids
+
+    second_eos = 7
+    model_dir = shutil.copytree(tiny.dir, tmp_path / "two_eos")
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    generation["eos_token_id"] = [tiny.eos, second_eos]
+    (model_dir / "generation_config.json").write_text(json.dumps(generation))
+    config = compose_rollout_config(
+        str(model_dir),
+        [f"actor_rollout_ref.rollout.n={G}", "data.max_prompt_length=64", f"data.max_response_length={RESPONSE}",
+         "actor_rollout_ref.rollout.prompt_length=96"],
+    )
+    assert model_eos_token_ids(config, tiny.tokenizer) == sorted([tiny.eos, second_eos])
+
+    # Candidate 0 ends with the second EOS id exactly at t_q: it ended within t_q and is cut at half.
+    recorder = Recorder(EndsEarly(serve(tiny, seed=3), tiny.model, second_eos, SPLIT, {0: SPLIT}))
+    results = roll_out(tiny, config, recorder)
+    candidates = [output for _, output in recorder.with_max_tokens(SPLIT)]
+    assert [len(out.token_ids) for out in candidates].count(SPLIT) == G
+    ended = [out.token_ids[-1] in (tiny.eos, second_eos) for out in candidates]
+    assert results[0][0].skpo_early_eos_candidates == sum(ended) >= 1
