@@ -72,8 +72,8 @@ def test_chart_has_one_bar_per_present_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Figure, "savefig", lambda figure, path, dpi: saved.update(figure=figure))
     table.render_chart(table.load_results(RESULTS), str(tmp_path / "chart.png"))
     llama, toy = saved["figure"].axes
-    # Llama group: 3 + 3 + 1 + 2 + 1 + 1 + 3 cells; Toy: 2 rows x 7 columns (with Avg.).
-    assert (len(llama.patches), len(toy.patches)) == (14, 14)
+    # Llama group: 3 + 3 + 1 + 2 + 1 + 1 + 3 cells; Toy: 2 rows x 9 columns (with Avg.).
+    assert (len(llama.patches), len(toy.patches)) == (14, 18)
     assert [label.get_text() for label in llama.get_xticklabels()][-1] == "Avg."
 
 
@@ -88,7 +88,7 @@ def test_score_command_adds_a_row_and_rerenders(tmp_path):
     assert cli.main(args) == 0
     entry = table.load_results(str(results))["entries"][-1]
     assert entry == {"base_model": "Toy", "method": "C", "scores": {"math500": 100.0, "aime2025": 25.0}}
-    assert "| C | – | **25.0** | – | **100.0** | – | – | – |" in (tmp_path / "table1.md").read_text()
+    assert "| C | – | **25.0** | – | **100.0** | – | – | – | – | – |" in (tmp_path / "table1.md").read_text()
     # Scoring the same method again replaces its row instead of adding one.
     assert cli.main(args) == 0
     assert len(table.load_results(str(results))["entries"]) == 10
