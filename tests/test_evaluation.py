@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from skpo_verl.evaluation import cli, scoring, table
-from skpo_verl.evaluation.generate import generate
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 RESULTS = os.path.join(FIXTURES, "results_table1.json")
@@ -99,14 +98,6 @@ def test_results_entry_without_scores_is_refused(tmp_path):
     bad.write_text(json.dumps({"entries": [{"base_model": "X", "method": "Y"}]}))
     with pytest.raises(ValueError, match="entry 0 lacks scores"):
         table.load_results(str(bad))
-
-
-def test_generation_without_vllm_says_how_to_proceed(tmp_path, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, as on a CPU machine
-    with pytest.raises(RuntimeError, match="skpo-evaluate score --generations"):
-        generate("model", str(tmp_path), str(tmp_path / "gen.jsonl"))
 
 
 def test_score_command_reports_a_short_problem_without_a_traceback(tmp_path, capsys):
