@@ -54,6 +54,7 @@ setup(
         "console_scripts": [
             "skpo-prepare-data = skpo_verl.data_prep.prepare:main",
             "skpo-evaluate = skpo_verl.evaluation.cli:main",
+            "skpo-analyze = skpo_verl.analysis.cli:main",
         ],
     },
 )

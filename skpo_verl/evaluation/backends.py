@@ -195,33 +195,51 @@ class OpenAIBackend:
                     future.cancel()
 
 
-def add_backend_arguments(parser, with_model: bool = True) -> None:
-    """The backend options `skpo-evaluate generate` and `skpo-analyze` share."""
-    group = parser.add_argument_group("backend")
-    group.add_argument("--backend", choices=("vllm", "hf", "openai"), default="vllm")
+def complete_all(backend: Backend, requests: Sequence[Request], sampling: Sampling, desc: str = "generating") -> list[str]:
+    """Every request's text, in request order."""
+    from tqdm import tqdm
+
+    texts: list[str | None] = [None] * len(requests)
+    for position, text in tqdm(backend.complete(requests, sampling), total=len(requests), desc=desc, unit="sample"):
+        texts[position] = text
+    return texts
+
+
+def add_backend_arguments(parser, prefix: str = "", with_model: bool = True) -> None:
+    """The backend options `skpo-evaluate generate` and `skpo-analyze` share.
+
+    prefix: "" or e.g. "continuation-" for a second backend in the same command (--continuation-backend ...).
+    """
+    group = parser.add_argument_group(f"{prefix}backend")
+    group.add_argument(f"--{prefix}backend", choices=("vllm", "hf", "openai"), default="vllm")
     if with_model:
-        group.add_argument("--model", required=True, help="checkpoint path (vllm, hf) or the server's model name (openai)")
-    group.add_argument("--prompt-format", choices=PROMPT_FORMATS, default="chat", help="plain for base models")
-    group.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm")
-    group.add_argument("--batch-size", type=int, default=16, help="hf: sequences per generate call")
-    group.add_argument("--device", help="hf: cpu, cuda, cuda:1 ... (default: cuda when available)")
-    group.add_argument("--base-url", help="openai: e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--api", choices=("chat", "completions"), default="chat", help="openai endpoint")
-    group.add_argument("--tokenizer", help="openai --api completions: tokenizer whose chat template renders prompts")
-    group.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="openai: variable holding the key")
-    group.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
-    group.add_argument("--max-retries", type=int, default=5, help="openai: retries per request, with backoff")
+        group.add_argument(
+            f"--{prefix}model", required=True, help="checkpoint path (vllm, hf) or the server's model name (openai)"
+        )
+    group.add_argument(f"--{prefix}prompt-format", choices=PROMPT_FORMATS, default="chat", help="plain for base models")
+    group.add_argument(f"--{prefix}tensor-parallel-size", type=int, default=1, help="vllm")
+    group.add_argument(f"--{prefix}batch-size", type=int, default=16, help="hf: sequences per generate call")
+    group.add_argument(f"--{prefix}device", help="hf: cpu, cuda, cuda:1 ... (default: cuda when available)")
+    group.add_argument(f"--{prefix}base-url", help="openai: e.g. http://127.0.0.1:8000/v1")
+    group.add_argument(f"--{prefix}api", choices=("chat", "completions"), default="chat", help="openai endpoint")
+    group.add_argument(f"--{prefix}tokenizer", help="openai --api completions: tokenizer whose chat template renders prompts")
+    group.add_argument(f"--{prefix}api-key-env", default=DEFAULT_API_KEY_ENV, help="openai: variable holding the key")
+    group.add_argument(f"--{prefix}concurrency", type=int, default=8, help="openai: requests in flight")
+    group.add_argument(f"--{prefix}max-retries", type=int, default=5, help="openai: retries per request, with backoff")
 
 
-def make_backend(args, model: str | None = None) -> Backend:
-    model = model or args.model
-    if args.backend == "vllm":
-        return VllmBackend(model, args.prompt_format, args.tensor_parallel_size, args.seed)
-    if args.backend == "hf":
-        return HFBackend(model, args.prompt_format, args.batch_size, args.device)
-    if not args.base_url:
-        raise ValueError("--backend openai needs --base-url (e.g. http://127.0.0.1:8000/v1).")
+def make_backend(args, prefix: str = "", model: str | None = None) -> Backend:
+    """The backend the options of add_backend_arguments(prefix) describe; model overrides --{prefix}model."""
+    option = lambda name: getattr(args, (prefix + name).replace("-", "_"))  # noqa: E731
+    model = model or option("model")
+    backend = option("backend")
+    if backend == "vllm":
+        return VllmBackend(model, option("prompt-format"), option("tensor-parallel-size"), args.seed)
+    if backend == "hf":
+        return HFBackend(model, option("prompt-format"), option("batch-size"), option("device"))
+    if not option("base-url"):
+        raise ValueError(f"--{prefix}backend openai needs --{prefix}base-url (e.g. http://127.0.0.1:8000/v1).")
     return OpenAIBackend(
-        args.base_url, model, args.api, args.tokenizer, args.prompt_format, args.api_key_env, args.concurrency,
-        args.max_retries,
+        option("base-url"), model, option("api"), option("tokenizer"), option("prompt-format"), option("api-key-env"),
+        option("concurrency"), option("max-retries"),
     )
