@@ -71,34 +71,37 @@ def build_app(model_dir: str, model_name: str, fail_first: int = 0, delay_s: flo
     def unavailable() -> JSONResponse:
         return JSONResponse({"error": {"message": "warming up", "type": "server_error"}}, status_code=503)
 
-    @app.post("/v1/completions")
-    def completions(body: dict, request: Request):
+    def serve(prompt: str, body: dict, request: Request) -> tuple | None:
+        """(text, finish reason, usage) or None when the request is to be refused with 503."""
         log.authorizations.add(request.headers.get("authorization"))
         if not admit():
-            return unavailable()
+            return None
         try:
-            log.prompts.append(body["prompt"])
-            text, reason, prompt_tokens, completion_tokens = sample(body["prompt"], body)
-        finally:
-            leave()
-        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": model_name,
-                "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
-                "usage": usage(prompt_tokens, completion_tokens)}
-
-    @app.post("/v1/chat/completions")
-    def chat(body: dict, request: Request):
-        log.authorizations.add(request.headers.get("authorization"))
-        if not admit():
-            return unavailable()
-        try:
-            prompt = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
             log.prompts.append(prompt)
             text, reason, prompt_tokens, completion_tokens = sample(prompt, body)
         finally:
             leave()
+        return text, reason, usage(prompt_tokens, completion_tokens)
+
+    @app.post("/v1/completions")
+    def completions(body: dict, request: Request):
+        served = serve(body["prompt"], body, request)
+        if served is None:
+            return unavailable()
+        text, reason, counts = served
+        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": model_name,
+                "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}], "usage": counts}
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict, request: Request):
+        prompt = tokenizer.apply_chat_template(body["messages"], add_generation_prompt=True, tokenize=False)
+        served = serve(prompt, body, request)
+        if served is None:
+            return unavailable()
+        text, reason, counts = served
         return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
-                "usage": usage(prompt_tokens, completion_tokens)}
+                "usage": counts}
 
     return app, log
 

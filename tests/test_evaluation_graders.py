@@ -136,7 +136,7 @@ def test_a_program_that_writes_outside_its_directory_fails_and_writes_nothing(wr
     verdict = run_tests(functional, TWO_SUM_TESTS, FAST)
     assert (verdict["passed"], verdict["reason"]) == (False, "runtime_error")
     verdict = run_tests(statement + "\n" + SUM_PROGRAM, SUM_TESTS, FAST)
-    assert verdict["passed"] is False
+    assert (verdict["passed"], verdict["reason"]) == (False, "runtime_error")
     assert not os.path.exists(target)
 
 

@@ -27,8 +27,6 @@ from typing import Iterator, Protocol, Sequence
 
 from skpo_verl.evaluation.protocol import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
-# A base model's template (examples/common.sh PLAIN_CHAT_TEMPLATE): the contents, nothing else.
-PLAIN_CHAT_TEMPLATE = "{% for message in messages %}{{ message.content }}{% endfor %}"
 PROMPT_FORMATS = ("chat", "plain")
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 
@@ -64,7 +62,7 @@ class Renderer:
 
     def __call__(self, request: Request) -> str:
         messages = [dict(message) for message in request.messages]
-        if self.prompt_format == "plain":
+        if self.prompt_format == "plain":  # a base model's template (examples/common.sh PLAIN_CHAT_TEMPLATE)
             body = "".join(str(message["content"]) for message in messages)
         else:
             if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
@@ -136,7 +134,7 @@ class HFBackend:
                     do_sample=sample,
                     temperature=sampling.temperature if sample else None,
                     top_p=sampling.top_p if sample else None,
-                    top_k=None,
+                    top_k=0,  # no top-k cut (transformers would apply its default 50); top-p as given
                     max_new_tokens=sampling.max_tokens,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )

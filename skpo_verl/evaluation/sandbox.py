@@ -22,6 +22,7 @@ run it inside a container or VM without network, or use verl's sandbox-fusion sc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -95,13 +96,18 @@ def run_tests(code: str, tests: dict[str, Any], limits: Limits = Limits()) -> di
         try:
             stdout, _ = process.communicate(json.dumps(task), timeout=cpu_s + 10)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            _kill_group(process)
             process.communicate()
             return {"passed": False, "results": [], "reason": "timeout"}
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+                _kill_group(process)
     return _verdict(stdout, nonce, process.returncode, count)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _verdict(stdout: str, nonce: str, returncode: int, count: int) -> dict[str, Any]:
