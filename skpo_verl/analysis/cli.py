@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_data_arguments(implicit)
     implicit.add_argument("--model-a", required=True, help="first checkpoint (e.g. GRPO)")
     implicit.add_argument("--model-b", required=True, help="second checkpoint (e.g. SKPO)")
+    implicit.add_argument("--base-url-b", help="openai: the second checkpoint's server, when not --base-url")
     implicit.add_argument("--names", default="A,B", help="labels of the two checkpoints, e.g. GRPO,SKPO")
     implicit.add_argument("--responses", type=int, default=4, help="responses per problem and checkpoint")
     implicit.add_argument("--continuations", type=int, default=8, help="continuations per prefix (MC samples)")
@@ -125,9 +126,10 @@ def run_implicit_command(args: argparse.Namespace) -> list[str]:
     if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > 1:
         raise ValueError(f"--bin-edges {edges}: give increasing fractions within [0, 1].")
     problems, sampling = load_problems(args), sampling_from(args)
+    second = argparse.Namespace(**{**vars(args), "base_url": args.base_url_b or args.base_url})
     sampled = {
-        name: sample_responses(make_backend(args, model=model), problems, args.responses, sampling)
-        for name, model in zip(names, (args.model_a, args.model_b))
+        name: sample_responses(make_backend(options, model=model), problems, args.responses, sampling)
+        for name, model, options in zip(names, (args.model_a, args.model_b), (args, second))
     }
     matched = dict(zip(names, match_on_correctness(sampled[names[0]], sampled[names[1]])))
     summary, per_prefix = run_implicit_advantage(

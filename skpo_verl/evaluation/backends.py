@@ -228,7 +228,10 @@ def add_backend_arguments(parser, prefix: str = "", with_model: bool = True) -> 
 
 def make_backend(args, prefix: str = "", model: str | None = None) -> Backend:
     """The backend the options of add_backend_arguments(prefix) describe; model overrides --{prefix}model."""
-    option = lambda name: getattr(args, (prefix + name).replace("-", "_"))  # noqa: E731
+
+    def option(name: str):
+        return getattr(args, (prefix + name).replace("-", "_"))
+
     model = model or option("model")
     backend = option("backend")
     if backend == "vllm":
