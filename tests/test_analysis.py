@@ -161,3 +161,20 @@ def test_implicit_advantage_with_two_local_checkpoints_and_a_served_continuation
     assert set(summary["mc_success"]) == {0.0}
     assert set(summary["responses"].dropna()) == {4.0}
     assert len(pd.read_csv(tmp_path / "implicit_advantage_prefixes.csv")) == 2 * 4 * 5
+
+
+def test_implicit_advantage_reaches_each_checkpoint_on_its_own_server(math500, model_dir, tmp_path):
+    other = build_tiny_model(str(tmp_path / "other"), TinyModelSpec(seed=1))
+    app_a, log_a = build_app(model_dir, "grpo")
+    app_b, log_b = build_app(other, "skpo")
+    with LoopbackServer(app_a) as server_a, LoopbackServer(app_b) as server_b:
+        args = ["implicit-advantage", "--backend", "openai", "--base-url", server_a.url, "--base-url-b", server_b.url,
+                "--api", "completions", "--tokenizer", model_dir, "--model-a", "grpo", "--model-b", "skpo",
+                "--data", math500, "--responses", "2", "--continuations", "1", "--bin-edges", "0,0.5,1",
+                "--continuation-backend", "hf", "--continuation-model", model_dir, "--continuation-device", "cpu",
+                "--max-tokens", "4", "--out-dir", str(tmp_path)]
+        assert cli.main(args) == 0
+    # Each server answered its own checkpoint's 2 problems x 2 responses, nothing else.
+    assert (log_a.requests, log_b.requests) == (4, 4)
+    summary = pd.read_csv(tmp_path / "implicit_advantage.csv")
+    assert list(summary["bin"]) == ["0%-50%", "50%-100%"] * 3
