@@ -7,7 +7,8 @@ testing_util.py` `run_test`, with its `reliability_guard`), run inside the child
 
 What the sandbox does, per program:
 - a fresh temporary working directory, removed afterwards; a minimal environment
-  (HOME and TMPDIR point into it); stdin closed; a new session, killed as a group;
+  (HOME and TMPDIR point into it); stdin carries only the task, read before the program runs; a
+  new session, killed as a group;
 - limits set in the child before the program runs: CPU seconds (RLIMIT_CPU), address space
   (RLIMIT_AS), size of any written file (RLIMIT_FSIZE), no core dumps; plus a per-test alarm
   (verl's tester) and a wall-clock timeout in the parent;
