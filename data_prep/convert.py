@@ -85,6 +85,12 @@ def render_prompt(problem: str, template: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": TEMPLATES[template].replace("{problem}", problem)}]
 
 
+def _source_prompt(problem: str, source: Source, template: str) -> list[dict[str, str]]:
+    if source.prompt_template is None:
+        return render_prompt(problem, template)
+    return [{"role": "user", "content": source.prompt_template.replace("{problem}", problem)}]
+
+
 def convert(raw: pd.DataFrame, source: Source, template: str = DEFAULT_TEMPLATE) -> tuple[pd.DataFrame, Report]:
     """Convert one source's raw rows; returns the verl rows and the report of bad rows."""
     report = Report(source=source.name, input_rows=len(raw))
@@ -131,7 +137,7 @@ def _problem_key(problem: str) -> str:
 def _verl_row(candidate: _Candidate, index: int, source: Source, template: str) -> dict[str, Any]:
     return {
         "data_source": source.data_source,
-        "prompt": render_prompt(candidate.problem, template),
+        "prompt": _source_prompt(candidate.problem, source, template),
         "ability": source.ability,
         "reward_model": {"style": "rule", "ground_truth": candidate.answer},
         "extra_info": {

@@ -33,6 +33,9 @@ class Source:
     answer: Callable[[Mapping[str, Any]], Any]
     row_id: Callable[[Mapping[str, Any]], Any]
     ability: str = "math"
+    # The whole user message with a "{problem}" slot; when set it replaces --template (the math
+    # templates do not fit multiple-choice or code problems).
+    prompt_template: str | None = None
 
 
 def column(name: str) -> Callable[[Mapping[str, Any]], Any]:
@@ -192,6 +195,10 @@ SOURCES: dict[str, Source] = {
     )
 }
 
+# Evaluation-only benchmarks, each in its own module (they build on Source above).
+from skpo_verl.data_prep import livecodebench, mmlu_pro  # noqa: E402
+
+SOURCES.update({source.name: source for source in (mmlu_pro.SOURCE, livecodebench.SOURCE)})
 
 
 def get_source(name: str) -> Source:

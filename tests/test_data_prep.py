@@ -26,6 +26,8 @@ FIXTURE_FILES = {
     "olympiadbench": "olympiadbench.json",
     "gsm8k_train": "gsm8k_train.csv",
     "gsm8k_test": "gsm8k_test.jsonl",
+    "mmlu_pro": "mmlu_pro.jsonl",
+    "livecodebench": "livecodebench.jsonl",
 }
 # source -> (data_source, ground truths in order, rows written)
 EXPECTED = {
@@ -38,6 +40,14 @@ EXPECTED = {
     "olympiadbench": ("olympiadbench", ["(2,3),(-1,0)", "8"]),
     "gsm8k_train": ("gsm8k", ["72", "2400"]),
     "gsm8k_test": ("gsm8k", ["18"]),
+    "mmlu_pro": ("mmlu_pro", ["B", "B"]),
+    "livecodebench": (
+        "livecodebench",
+        [
+            '{"inputs": ["1 2\\n", "10 -4\\n", "0 0\\n"], "outputs": ["3\\n", "6\\n", "0\\n"]}',
+            '{"inputs": ["[2, 7, 11, 15]\\n9", "[3, 2, 4]\\n6"], "outputs": ["[0, 1]", "[1, 2]"], "fn_name": "twoSum"}',
+        ],
+    ),
 }
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n{% endfor %}"
