@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SKPO on Llama-3.2-3B-Instruct with the paper's settings (Table 1, SKPO.md §6): dapo-math-17k,
+# SKPO on Llama-3.2-3B-Instruct with the paper's settings (Table 1; docs/algorithm.md, Training setup): dapo-math-17k,
 # 500 steps x 128 prompts, G = 8, lr 1e-6.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100); 4 x 80 GB also fits (set N_GPUS=4).
 # Instruct model: prompts go through the model's own chat template.

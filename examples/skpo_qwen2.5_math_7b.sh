@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SKPO on Qwen2.5-Math-7B with the paper's settings (Table 1, SKPO.md §6): dapo-math-17k,
+# SKPO on Qwen2.5-Math-7B with the paper's settings (Table 1; docs/algorithm.md, Training setup): dapo-math-17k,
 # 500 steps x 128 prompts, G = 8, lr 1e-6.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100); FSDP actor, vLLM rollout with TP=2.
 # Base model: prompts are rendered plain (no chat roles). Its context is 4096 tokens, less

@@ -26,7 +26,7 @@ DIVERGENCE_MEASURES = ("steps", "logprob")
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Per-prompt value and length trackers (SKPO.md §4, SPO's Beta/EMA tracker)."""
+    """Per-prompt value and length trackers (docs/algorithm.md, Trackers; SPO's Beta/EMA tracker)."""
 
     rho_min: float = 0.875
     rho_max: float = 0.96
@@ -46,7 +46,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The asymmetric loss (SKPO.md §5)."""
+    """The asymmetric loss (docs/algorithm.md, Loss)."""
 
     upstream_weight: float = 0.5
     downstream_weight: float = 0.5

@@ -129,7 +129,7 @@ def roll_out(tiny, config, server, sessions=range(G), split_length=SPLIT, uid="p
 
 
 def expected_segment(candidates, split_length, eos, rule="median", step=0):
-    """SKPO.md §2.2-2.3 by hand: cut early-EOS candidates at half, keep the median (or extreme) NLL one."""
+    """docs/algorithm.md, Rollout steps 3-4, by hand: cut early-EOS candidates at half, keep the median (or extreme) NLL one."""
     kept, nlls = [], []
     for output in candidates:
         tokens, log_probs = output.token_ids, output.log_probs
@@ -253,7 +253,7 @@ def test_extreme_selection_alternates_min_and_max_nll_by_step(tiny, step, pick):
 
 def test_early_eos_candidates_are_cut_at_half_their_own_length(tiny):
     split = 12
-    # Candidate 1 ends exactly at t_q with EOS: it also ended within t_q (SKPO.md §2.2).
+    # Candidate 1 ends exactly at t_q with EOS: it also ended within t_q (docs/algorithm.md, Rollout step 3).
     lengths = {0: 5, 1: split, 2: 9}
     recorder = Recorder(EndsEarly(serve(tiny, seed=5), tiny.model, tiny.eos, split, lengths))
     results = roll_out(tiny, make_config(tiny), recorder, split_length=split)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SAPO baseline of Table 1 with the paper's shared settings (SKPO.md §6); what is specific to
+# SAPO baseline of Table 1 with the paper's shared settings (docs/algorithm.md, Training setup); what is specific to
 # SAPO is in add_baseline_settings in examples/common.sh (docs/reproduction.md explains it).
 # BASE_MODEL=qwen2.5-math-7b or llama3.2-3b-instruct (default) picks the model preset.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100).

@@ -1,4 +1,4 @@
-"""Rewards and advantages of the two roles (SKPO.md §3-4). numpy, float64.
+"""Rewards and advantages of the two roles (docs/algorithm.md, Rewards and Advantages). numpy, float64.
 
 Downstream answers get group-relative advantages (GRPO); the upstream segment gets its MC
 reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the batch (SPO).
@@ -37,7 +37,7 @@ def downstream_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float, n
     std_B the sample std of the centred rewards (constant groups included, as zeros).
 
     std is the sample std (ddof = 1), as verl's GRPO (torch.std). A group whose rewards are
-    all equal, a group of one answer included, gets exactly 0 (SKPO.md §4; verl's GRPO would
+    all equal, a group of one answer included, gets exactly 0 (docs/algorithm.md, Advantages; verl's GRPO would
     pass a lone answer's raw reward through instead).
 
     Args:

@@ -1,4 +1,4 @@
-"""SKPO's asymmetric policy loss (SKPO.md §5). torch, pure and differentiable.
+"""SKPO's asymmetric policy loss (docs/algorithm.md, Loss). torch, pure and differentiable.
 
 Upstream rows (prompt q, segment s) use the standard PPO clip, averaged per sequence;
 downstream rows (prompt [s, q], answer o_i) use CISPO's clipped, stop-gradient importance

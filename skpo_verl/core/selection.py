@@ -1,4 +1,4 @@
-"""Selecting the kept upstream segment among G candidates (SKPO.md §2.3)."""
+"""Selecting the kept upstream segment among G candidates (docs/algorithm.md, Rollout step 4)."""
 
 from __future__ import annotations
 
