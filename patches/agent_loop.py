@@ -31,10 +31,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME
 from skpo_verl.verl_version import require_verl_version
-
-AGENT_NAME = "skpo_agent"
-AGENT_CLASS = "skpo_verl.rollout.agent_loop.SKPOAgentLoop"
 
 
 def install(agent_loop_module) -> None:

@@ -51,11 +51,10 @@ from skpo_verl import rows
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
 from skpo_verl.core.split import cut_early_candidate, split_length
+from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME  # noqa: F401 - AGENT_NAME is re-exported
 from skpo_verl.rollout.lengths import CHAT_SEPARATOR, CLAMP_KEY, SKPOLengthError, model_eos_token_ids, model_length_limit
 
 logger = logging.getLogger(__name__)
-
-AGENT_NAME = "skpo_agent"  # registered by skpo_verl.patches.agent_loop
 
 
 class SKPORolloutError(RuntimeError):
@@ -91,6 +90,7 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
 _TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32}
 
 
+assert AGENT_CLASS == f"{__name__}.SKPOAgentLoop"
 _DECLARED = tuple(name for name in SKPOAgentLoopOutput.model_fields if name.startswith("skpo_"))
 assert set(_DECLARED) == set(rows.ROLLOUT_FIELDS), f"row contract {tuple(rows.ROLLOUT_FIELDS)} != {_DECLARED}"
 
