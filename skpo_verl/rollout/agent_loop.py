@@ -434,15 +434,7 @@ class SKPOAgentLoop(AgentLoopBase):
 
     def _completion_output(self, prompt_ids, completion: TokenOutput, started: float) -> AgentLoopOutput:
         """The completion as a plain single-turn output, for verl's reward path only (never stored)."""
-        return AgentLoopOutput(
-            prompt_ids=list(prompt_ids),
-            response_ids=list(completion.token_ids),
-            response_mask=[1] * len(completion.token_ids),
-            response_logprobs=list(completion.log_probs),
-            num_turns=2,
-            metrics=AgentLoopMetrics(generate_sequences=time.perf_counter() - started),
-            extra_fields={"turn_scores": [], "tool_rewards": []},
-        )
+        return AgentLoopOutput(**_single_turn_fields(prompt_ids, completion, started, {}))
 
     async def _generate(self, uid, label, prompt_ids, sampling_params, max_tokens, priority) -> TokenOutput:
         # Log-probs always: the kept segment's NLL and every row's rollout_log_probs need them, and
@@ -479,16 +471,8 @@ class SKPOAgentLoop(AgentLoopBase):
             steps = [f[key] for f in (segment.extra_fields, answer.extra_fields) if f.get(key) is not None]
             if steps:
                 extra_fields[key] = int(pick(steps))
-        extra_fields.update({"turn_scores": [], "tool_rewards": []})  # the schema of verl's own agent loops
-        num_preempted = answer.num_preempted if answer.num_preempted is not None else -1
         return SKPOAgentLoopOutput(
-            prompt_ids=list(prompt_ids),
-            response_ids=list(answer.token_ids),
-            response_mask=[1] * len(answer.token_ids),
-            response_logprobs=list(answer.log_probs),
-            num_turns=2,
-            metrics=AgentLoopMetrics(generate_sequences=time.perf_counter() - started, num_preempted=num_preempted),
-            extra_fields=extra_fields,
+            **_single_turn_fields(prompt_ids, answer, started, extra_fields),
             skpo_is_upstream=int(is_upstream),
             skpo_split_length=segment.split_length,
             skpo_segment_length=len(segment.token_ids),
@@ -515,6 +499,22 @@ class SKPOAgentLoop(AgentLoopBase):
     def _forget(cls, group: _PromptGroup) -> None:
         if cls._groups.get(group.uid) is group:
             del cls._groups[group.uid]
+
+
+def _single_turn_fields(prompt_ids, answer: TokenOutput, started: float, extra_fields: dict) -> dict:
+    """verl's AgentLoopOutput fields for one generated response (as its single-turn agent loop fills them)."""
+    return dict(
+        prompt_ids=list(prompt_ids),
+        response_ids=list(answer.token_ids),
+        response_mask=[1] * len(answer.token_ids),
+        response_logprobs=list(answer.log_probs),
+        num_turns=2,
+        metrics=AgentLoopMetrics(
+            generate_sequences=time.perf_counter() - started,
+            num_preempted=answer.num_preempted if answer.num_preempted is not None else -1,
+        ),
+        extra_fields={**extra_fields, "turn_scores": [], "tool_rewards": []},  # the schema of verl's own agent loops
+    )
 
 
 async def _flatten(answering: Awaitable, completing: Awaitable) -> tuple:
