@@ -94,7 +94,7 @@ def test_at_least_forty_cases_over_every_source():
 def test_result_has_the_same_keys_for_every_outcome():
     # verl stacks reward extra info per key across rows: every row must carry the same keys.
     keys = {frozenset(compute_score("x", case[1], case[2]).keys()) for case in CASES[:12] + CASES[-8:]}
-    assert keys == {frozenset({"score", "acc", "pred", "reason"})}
+    assert keys == {frozenset({"score", "acc", "pred", "reason", "judge_failure"})}
 
 
 def test_never_raises_on_odd_inputs():
