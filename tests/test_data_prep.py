@@ -111,9 +111,9 @@ def test_dapo_duplicates_keep_the_first_copy_and_conflicts_are_refused(tmp_path)
     report = load_report(tmp_path, "dapo_math")
     assert [info["source_id"] for info in rows["extra_info"]] == ["a0", "a1"]
     # a3 differs from a0 only in whitespace.
-    assert report["dropped_duplicates"] == {"count": 2, "row_ids": ["a2", "a3"]}
-    assert report["refused"]["conflicting_duplicate"] == {"count": 2, "row_ids": ["a4", "a5"]}
-    assert report["refused"]["missing_answer"] == {"count": 1, "row_ids": ["a6"]}
+    assert report["dropped_duplicates"] == {"count": 2, "first_row_ids": ["a2", "a3"]}
+    assert report["refused"]["conflicting_duplicate"] == {"count": 2, "first_row_ids": ["a4", "a5"]}
+    assert report["refused"]["missing_answer"] == {"count": 1, "first_row_ids": ["a6"]}
     assert (report["input_rows"], report["written_rows"]) == (7, 2)
 
 
@@ -130,12 +130,12 @@ def test_bad_rows_are_named_by_their_source_ids(tmp_path):
     run_converter("olympiadbench", tmp_path)
     run_converter("gsm8k_train", tmp_path)
     assert load_report(tmp_path, "math500")["refused"] == {
-        "missing_problem": {"count": 1, "row_ids": ["test/algebra/2.json"]},
-        "missing_answer": {"count": 1, "row_ids": ["test/algebra/3.json"]},
+        "missing_problem": {"count": 1, "first_row_ids": ["test/algebra/2.json"]},
+        "missing_answer": {"count": 1, "first_row_ids": ["test/algebra/3.json"]},
     }
-    assert load_report(tmp_path, "olympiadbench")["refused"] == {"missing_answer": {"count": 1, "row_ids": ["1608"]}}
+    assert load_report(tmp_path, "olympiadbench")["refused"] == {"missing_answer": {"count": 1, "first_row_ids": ["1608"]}}
     # GSM8K rows have no id column: the row position names them.
-    assert load_report(tmp_path, "gsm8k_train")["refused"] == {"missing_answer": {"count": 1, "row_ids": ["row2"]}}
+    assert load_report(tmp_path, "gsm8k_train")["refused"] == {"missing_answer": {"count": 1, "first_row_ids": ["row2"]}}
 
 
 def test_strict_mode_fails_when_rows_are_refused(tmp_path):
