@@ -125,9 +125,9 @@ def convert(raw: pd.DataFrame, source: Source, template: str = DEFAULT_TEMPLATE)
     DataError when the columns match none of the source's layouts or there are no rows; an
     input whose every row is refused returns no rows (the caller writes the report, not a parquet).
     """
-    layout = source.detect_layout(list(raw.columns))
     if len(raw) == 0:
-        raise DataError(f"no rows to convert (the {layout.name} columns are there, but no data)")
+        raise DataError("no rows to convert")
+    layout = source.detect_layout(list(raw.columns))
     report = Report(source=source.name, layout=layout.name, input_rows=len(raw))
     candidates = _read_candidates(raw.to_dict(orient="records"), source.name, layout, report)
     kept = _deduplicate(candidates, report)
@@ -140,7 +140,7 @@ def _read_candidates(
     records: list[Mapping[str, Any]], name: str, layout: Layout, report: Report
 ) -> list[_Candidate]:
     candidates = []
-    for position, record in enumerate(tqdm(records, desc=f"reading {name}", unit="row", leave=False)):
+    for position, record in enumerate(tqdm(records, desc=f"reading {name}", unit="row", leave=False, disable=None)):
         row_id = _text(layout.row_id(record)) or f"row{position}"
         problem = _text(layout.problem(record))
         answer = _text(layout.answer(record))

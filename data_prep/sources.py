@@ -47,7 +47,7 @@ class Source:
     hub_id: str
     hub_config: str | None
     hub_split: str
-    layouts: tuple[Layout, ...]  # the first is the Hub dataset's own
+    layouts: tuple[Layout, ...]  # the first whose columns are present wins: more specific ones first
     ability: str = "math"
 
     def detect_layout(self, columns: Sequence[str]) -> Layout:
@@ -166,19 +166,19 @@ SOURCES: dict[str, Source] = {
             hub_config=None,
             hub_split="train",
             layouts=(
-                Layout(
-                    "BytedTsinghua-SIA/DAPO-Math-17k",
-                    ("prompt", "reward_model"),
-                    dapo_problem,
-                    dapo_answer,
-                    dapo_row_id,
-                ),
                 # open-r1/DAPO-Math-17k-Processed: `prompt` flattened to the problem text, `solution` the answer.
                 Layout(
                     "open-r1/DAPO-Math-17k-Processed",
                     ("prompt", "solution"),
                     lambda row: unwrap_dapo(row.get("prompt")),
                     column("solution"),
+                    dapo_row_id,
+                ),
+                Layout(
+                    "BytedTsinghua-SIA/DAPO-Math-17k",
+                    ("prompt", "reward_model"),
+                    dapo_problem,
+                    dapo_answer,
                     dapo_row_id,
                 ),
             ),
