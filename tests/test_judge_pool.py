@@ -149,6 +149,11 @@ def test_a_run_of_crashing_calls_makes_the_pool_unavailable():
                 judges.call((1,), timeout_s=30)
         with pytest.raises(JudgesUnavailable, match="3 judge calls in a row failed"):
             judges.call((1,), timeout_s=30)
+        pids = judges.pids
+        # From now on every call fails at once, with the first cause, and starts nothing.
+        with pytest.raises(JudgesUnavailable, match="3 judge calls in a row failed"):
+            judges.call((1,), timeout_s=30)
+        assert judges.pids == pids
     finally:
         judges.close()
 

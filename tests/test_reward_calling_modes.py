@@ -92,3 +92,17 @@ def test_inside_a_ray_actors_executor_thread_like_verls_reward_loop_worker():
     finally:
         if started_here:
             ray.shutdown()
+
+
+def test_a_math_verify_that_imports_but_cannot_judge_fails_the_first_calls_self_test(tmp_path):
+    # A math_verify that imports but parses nothing (a broken install, a stub): every answer would be -1.
+    package = tmp_path / "stub" / "math_verify"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def parse(*args, **kwargs):\n    return []\n\n\ndef verify(*args, **kwargs):\n    return False\n")
+    (package / "errors.py").write_text("class TimeoutException(Exception):\n    pass\n")
+    # The first call has no answer to judge; it still stops, so no response scores -1 unjudged.
+    no_answer_call = CALL.replace("\\\\boxed{5}", "I do not know")
+    completed = run_python(["-"], no_answer_call, env_extra={"PYTHONPATH": str(tmp_path / "stub")})
+    assert completed.returncode == 1 and "RESULT" not in completed.stdout
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert "the self-test judged `1` against `1` as 'unparseable_ground_truth', not 'correct'" in last_line

@@ -80,6 +80,9 @@ def test_forced_judge_crashes_score_minus_one_then_stop_verls_reward_manager(tok
         )
     with pytest.raises(JudgesUnavailable, match="SKPO's reward cannot judge answers: 3 judge calls in a row failed"):
         score_with_verls_naive_manager(tokenizer, "\\boxed{5}", "5")
+    # Then a response that needs no judging stops too: in V1 it would otherwise survive alone.
+    with pytest.raises(JudgesUnavailable, match="3 judge calls in a row failed"):
+        score_with_verls_naive_manager(tokenizer, "no answer", "5")
 
 
 def _metrics_trainer():

@@ -31,6 +31,8 @@ Two kinds of failure, kept apart on purpose: `JudgeFailed` is one call that fail
 process died, or the function raised), which the caller may count against one answer;
 `JudgesUnavailable` means the pool cannot judge at all (a process cannot start, or
 `max_consecutive_failures` calls failed in a row), which no answer should be blamed for.
+Once unavailable, a pool stays so: every later call raises the same error at once (a broken
+environment does not mend itself, and retrying would start processes for nothing).
 """
 
 from __future__ import annotations
@@ -140,11 +142,9 @@ class JudgePool:
         self._lock = threading.Lock()
         self._processes: set[_JudgeProcess] = set()
         self._closed = False
+        self._unavailable: str | None = None  # why the pool cannot judge, once it cannot
         for _ in range(size):
-            try:
-                self._idle.put(self._start())
-            except JudgesUnavailable:
-                self._idle.put(None)  # reported by the first call that uses this slot
+            self._fill_slot()
         atexit.register(self.close)
 
     @property
@@ -154,6 +154,7 @@ class JudgePool:
 
     def call(self, args: tuple, timeout_s: float) -> Any:
         """`function(*args)` in a judge process; JudgeTimeout after `timeout_s` of work."""
+        self.check()
         if self._closed:
             raise JudgesUnavailable("the judge pool is closed")
         judge = self._idle.get()
@@ -170,7 +171,8 @@ class JudgePool:
             self._replace(judge)
             self._reset_failures()  # a slow answer, not a broken judge
             raise
-        except JudgesUnavailable:
+        except JudgesUnavailable as error:
+            self.mark_unavailable(str(error))
             self._replace(judge)
             raise
         except (EOFError, OSError) as error:  # the process died (killed, crashed)
@@ -181,6 +183,16 @@ class JudgePool:
             self._count_failure(value)
         self._reset_failures()
         return value
+
+    def check(self) -> None:
+        """JudgesUnavailable if the pool can no longer judge."""
+        if self._unavailable:
+            raise JudgesUnavailable(self._unavailable)
+
+    def mark_unavailable(self, reason: str) -> None:
+        """From now on every call raises JudgesUnavailable(reason) (the first reason is kept)."""
+        with self._lock:
+            self._unavailable = self._unavailable or reason
 
     def close(self) -> None:
         """Kill every judge process (also run at interpreter exit)."""
@@ -200,12 +212,20 @@ class JudgePool:
         return judge
 
     def _replace(self, judge: _JudgeProcess | None) -> None:
-        """Free the slot; its next call starts a fresh process."""
+        """Kill `judge` and start its successor now (it warms up while the slot is idle)."""
         if judge is not None:
             with self._lock:
                 self._processes.discard(judge)
             judge.kill()
-        self._idle.put(None)
+        if not self._closed:
+            self._fill_slot()
+
+    def _fill_slot(self) -> None:
+        """An idle slot with a process starting up (it warms up while idle), or None if it cannot start."""
+        try:
+            self._idle.put(self._start())
+        except JudgesUnavailable:
+            self._idle.put(None)  # reported by the next call that uses this slot
 
     def _reset_failures(self) -> None:
         with self._lock:
@@ -216,9 +236,9 @@ class JudgePool:
             self._consecutive_failures += 1
             failures = self._consecutive_failures
         if failures >= self._max_consecutive_failures:
-            raise JudgesUnavailable(
-                f"{failures} judge calls in a row failed (timeouts not counted); the last: {message}"
-            )
+            reason = f"{failures} judge calls in a row failed (timeouts not counted); the last: {message}"
+            self.mark_unavailable(reason)
+            raise JudgesUnavailable(reason)
         raise JudgeFailed(message)
 
 

@@ -25,9 +25,13 @@ Judge processes never outlive the reward worker that started them.
 
 Per answer the function never raises: a wrong, unparseable, oversized or pathological
 answer is -1 with its reason. It raises `JudgesUnavailable` only when judging itself is
-broken (judge processes cannot start, e.g. math-verify fails to import in them, or
+broken (judge processes cannot start, e.g. math-verify fails to import in them; the first
+call's self-test, `1` against `1`, is not "correct"; or
 `SKPO_REWARD_MAX_CONSECUTIVE_JUDGE_FAILURES` judge calls failed in a row): scoring every
-answer -1 would train on noise, so verl's reward worker gets the error instead.
+answer -1 would train on noise, so verl's reward worker gets the error instead. From then on
+every call raises, also for responses that need no judging (no answer): in verl's V1
+trainer a response scored without error survives while its siblings fail, and a step of
+such survivors would train on padding.
 
 It returns verl's dict form: `score` (the reward), plus `acc` (1.0/0.0), `pred` (the
 extracted answer, for verl's maj@N), `reason` and `judge_failure` (1.0 when the reason is
@@ -95,6 +99,7 @@ def compute_score(
 
 
 def _score(solution_str: Any, ground_truth: Any, extra_info: Any, timeout_s: int) -> dict[str, Any]:
+    _judge_pool()  # judges that cannot judge stop every call, whether or not it needs them
     if not isinstance(solution_str, str) or not solution_str.strip():
         return _result(False, pred="", reason="empty_response")
     gold = ground_truth_text(ground_truth)
@@ -265,20 +270,29 @@ _judges: JudgePool | None = None
 
 def _judge_in_pool(pred: str, gold: str, timeout_s: int) -> str:
     try:
-        return _judge_pool().call((pred, gold, timeout_s), timeout_s=2 * timeout_s + 5)
+        return _judge_pool().call((pred, gold, timeout_s), timeout_s=_guard_s(timeout_s))
     except JudgeTimeout:
         return "timeout"
     except JudgeFailed:
         return "error:JudgeFailed"
     except JudgesUnavailable as error:
-        raise JudgesUnavailable(
-            f"SKPO's reward cannot judge answers: {error}. Scoring every answer -1 would train on noise, "
-            f"so the reward stops here (processes: {POOL_PROCESSES_ENV}, failures tolerated in a row: "
-            f"{MAX_FAILURES_ENV})."
-        ) from error
+        raise _unavailable(error) from error
+
+
+def _guard_s(timeout_s: int) -> float:
+    return 2 * timeout_s + 5
+
+
+def _unavailable(error: JudgesUnavailable) -> JudgesUnavailable:
+    return JudgesUnavailable(
+        f"SKPO's reward cannot judge answers: {error}. Scoring every answer -1 would train on noise, "
+        f"so the reward stops here (processes: {POOL_PROCESSES_ENV}, failures tolerated in a row: "
+        f"{MAX_FAILURES_ENV})."
+    )
 
 
 def _judge_pool() -> JudgePool:
+    """The process's judges, started and self-tested on first use; JudgesUnavailable once they cannot judge."""
     global _judges
     with _judges_lock:
         if _judges is None:
@@ -291,4 +305,22 @@ def _judge_pool() -> JudgePool:
                 warm_modules=("math_verify",),
                 max_consecutive_failures=max_failures,
             )
-        return _judges
+            _self_test(_judges)
+    try:
+        _judges.check()
+    except JudgesUnavailable as error:
+        raise _unavailable(error) from error
+    return _judges
+
+
+def _self_test(judges: JudgePool) -> None:
+    try:
+        verdict = judges.call(("1", "1", DEFAULT_TIMEOUT_S), timeout_s=_guard_s(DEFAULT_TIMEOUT_S))
+    except (JudgeTimeout, JudgeFailed) as error:
+        verdict = f"{type(error).__name__}: {error}"
+    except JudgesUnavailable as error:
+        raise _unavailable(error) from error
+    if verdict != "correct":
+        reason = f"the self-test judged `1` against `1` as {verdict!r}, not 'correct'"
+        judges.mark_unavailable(reason)
+        raise _unavailable(JudgesUnavailable(reason))
