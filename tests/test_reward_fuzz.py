@@ -68,7 +68,7 @@ def megabyte(rng: random.Random) -> str:
 
 def responses() -> list[str]:
     rng = random.Random(SEED)
-    generators = [random_unicode] * 10 + [random_latex] * 10 + [nested_braces] * 3 + [huge_numbers]
+    generators = [random_unicode] * 10 + [random_latex] * 10 + [nested_braces] * 2 + [huge_numbers]
     found = [rng.choice(generators)(rng) for _ in range(1194)]
     return found + [megabyte(rng) for _ in range(6)]
 
