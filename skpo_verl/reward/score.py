@@ -17,8 +17,9 @@ LaTeX, sets, intervals, `x = 3` vs `3`).
 Timeouts. verl's reward managers call a synchronous reward function through
 `loop.run_in_executor(None, ...)` (`verl/experimental/reward_loop/reward_manager/naive.py`),
 i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So judging runs in
-a few spawned judge processes (`skpo_verl.reward.judge_pool`): each judgment runs in its process's
-main thread, where math-verify's own timeout works, and the caller additionally waits at most
+a few judge processes (`skpo_verl.reward.judge_pool`; plain `python -c` children, so it works
+the same from a script, `python -c`, `python -`, an interactive session, threads and Ray
+actors): each judgment runs in its process's main thread, where math-verify's own timeout works, and the caller additionally waits at most
 `2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
 that guard only that judge process is killed and replaced. Both give -1 with reason "timeout".
 Judge processes never outlive the reward worker that started them.
