@@ -25,7 +25,7 @@ import pickle
 import zlib
 from typing import Any, Mapping
 
-from skpo_verl.data_prep.sources import Source, column
+from skpo_verl.data_prep.sources import Layout, Source, column
 
 PROMPT_TEMPLATE = (
     "You will be given a programming problem. Write a correct Python 3 program that solves it and passes "
@@ -107,9 +107,15 @@ SOURCE = Source(
     hub_id="livecodebench/code_generation_lite",
     hub_config=None,
     hub_split="test",
-    problem=livecodebench_problem,
-    answer=livecodebench_tests,
-    row_id=column("question_id"),
+    layouts=(
+        Layout(
+            "livecodebench/code_generation_lite",
+            ("question_content", "public_test_cases", "question_id"),
+            livecodebench_problem,
+            livecodebench_tests,
+            column("question_id"),
+        ),
+    ),
     ability="code",
     prompt_template=PROMPT_TEMPLATE,
 )

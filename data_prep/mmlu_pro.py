@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from skpo_verl.data_prep.sources import Source, column
+from skpo_verl.data_prep.sources import Layout, Source, column
 
 LETTERS = "ABCDEFGHIJ"
 PROMPT_TEMPLATE = (
@@ -52,9 +52,15 @@ SOURCE = Source(
     hub_id="TIGER-Lab/MMLU-Pro",
     hub_config=None,
     hub_split="test",
-    problem=mmlu_pro_problem,
-    answer=mmlu_pro_answer,
-    row_id=column("question_id"),
+    layouts=(
+        Layout(
+            "TIGER-Lab/MMLU-Pro",
+            ("question", "options", "answer", "question_id"),
+            mmlu_pro_problem,
+            mmlu_pro_answer,
+            column("question_id"),
+        ),
+    ),
     ability="multiple_choice",
     prompt_template=PROMPT_TEMPLATE,
 )

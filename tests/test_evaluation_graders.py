@@ -45,7 +45,7 @@ def test_mmlu_pro_rows_letter_the_options_and_refuse_inconsistent_answers(tmp_pa
     assert rows["prompt"][1][0]["content"].endswith("I. 48\nJ. 36")
     assert list(rows["ability"]) == ["multiple_choice"] * 2
     # 72: answer "A" but answer_index 1; 73: "D" names no option of three.
-    assert report["refused"] == {"missing_answer": {"count": 2, "row_ids": ["72", "73"]}}
+    assert report["refused"] == {"missing_answer": {"count": 2, "first_row_ids": ["72", "73"]}}
 
 
 def test_livecodebench_rows_carry_public_then_private_tests_and_refuse_a_missing_func_name(tmp_path):
@@ -55,7 +55,7 @@ def test_livecodebench_rows_carry_public_then_private_tests_and_refuse_a_missing
     assert json.loads(rows["reward_model"][1]["ground_truth"])["fn_name"] == "twoSum"
     assert "standard input" in rows["prompt"][0][0]["content"]
     assert "```python\nclass Solution:\n    def twoSum" in rows["prompt"][1][0]["content"]
-    assert report["refused"] == {"missing_answer": {"count": 1, "row_ids": ["2"]}}
+    assert report["refused"] == {"missing_answer": {"count": 1, "first_row_ids": ["2"]}}
 
 
 def test_livecodebench_private_tests_refuse_a_pickle_that_names_a_class():
