@@ -130,9 +130,11 @@ def test_session_zero_answer_shorter_than_its_segment_scores_plus_one_with_the_p
     assert judged == [decoded] * G  # one judgment per answer, on exactly its own tokens
 
 
-def test_session_zero_answer_scores_plus_one_with_verls_default_scorer(tmp_path, transfer_queue):
+@pytest.mark.parametrize("manager", ["naive", "dapo"])
+def test_session_zero_answer_scores_plus_one_with_verls_default_scorer(tmp_path, transfer_queue, manager):
     # No custom reward function: verl's default_compute_score, DAPO's "Answer:" rule for data_source math_dapo.
-    out = _rollout(tmp_path, transfer_queue, [])
+    # verl's naive manager judges a session's last output, its dapo manager the first: both must see the answer.
+    out = _rollout(tmp_path, transfer_queue, [f"reward.reward_manager.name={manager}"])
     assert [out.data["rm_scores"][row][-1].item() for row in out.answers] == [1.0] * G
 
 
