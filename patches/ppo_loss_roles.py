@@ -15,12 +15,7 @@ import functools
 
 from skpo_verl.verl_version import require_verl_version
 
-from skpo_verl.rows import DOWNSTREAM_TOKENS, UPSTREAM_MASK, UPSTREAM_ROWS
-
-# Non-tensor dict in the batch's extra info: the driver's `algorithm.skpo.loss`. The actor
-# workers see only the actor's config, so the driver ships the loss hyperparameters with each
-# update; each distinct dict is turned into a LossConfig once per worker.
-LOSS_CONFIG = "skpo_loss"
+from skpo_verl.rows import DOWNSTREAM_TOKENS, LOSS_CONFIG, UPSTREAM_MASK, UPSTREAM_ROWS
 
 
 def install(engine_workers) -> None:
@@ -55,6 +50,7 @@ def install(engine_workers) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _loss_config(items: tuple):
+    """Each distinct loss dict the driver ships becomes a LossConfig once per worker."""
     from skpo_verl.config import LossConfig
 
     return LossConfig(**dict(items))

@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 from skpo_verl import rows as R
-from skpo_verl.patches.ppo_loss_roles import LOSS_CONFIG
 from skpo_verl.verl_version import require_verl_version
 
 logger = logging.getLogger(__name__)
@@ -321,7 +320,7 @@ def _update_actor(original, self, batch, metrics):
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
-    batch.extra_info[LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
+    batch.extra_info[R.LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
     with _rows_per_prompt(self.config):
         return original(self, batch, metrics)
 

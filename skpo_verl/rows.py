@@ -56,6 +56,9 @@ ESTIMATOR_FIELDS = (GROUP, PROMPT_KEY, SESSION, "response_mask", "rm_scores", *R
 UPSTREAM_MASK = "skpo_upstream_mask"  # int64 [B] column, written at advantage time: 1 on real upstream rows
 UPSTREAM_ROWS = "skpo_upstream_rows"  # non-tensor, mini-batch-wide count (patches.engine_role_counts)
 DOWNSTREAM_TOKENS = "skpo_downstream_tokens"  # non-tensor, mini-batch-wide count (patches.engine_role_counts)
+# Non-tensor dict in the batch's extra info: the driver's `algorithm.skpo.loss`. The actor workers see
+# only the actor's config, so the driver ships the loss hyperparameters with each update.
+LOSS_CONFIG = "skpo_loss"
 
 
 @dataclass
