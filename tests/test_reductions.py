@@ -16,11 +16,14 @@ flipped, the role mask shifted by a row) and require it to fail.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 import pytest
 import torch
+
+from skpo_verl.validation import validate_config
 
 from engine_stub import stub_engine_class
 from v1_trainer import Prompt, grpo_rows, put_rows, skpo_rows, v1_trainer, write_old_log_probs
@@ -98,6 +101,7 @@ def check_same_answer_advantages(skpo: dict, grpo: dict) -> None:
 def reduction_advantages(transfer_queue):
     tq = transfer_queue
     skpo_trainer = v1_trainer(REDUCTION, dp_size=DP_SIZE)
+    validate_config(skpo_trainer.config)  # a configuration SKPO starts with
     grpo_trainer = v1_trainer(GRPO, dp_size=DP_SIZE)
     skpo_batch = _advantage_step(skpo_trainer, tq, skpo_rows(REDUCTION_PROMPTS, "unconditional"), "skpo")
     grpo_batch = _advantage_step(grpo_trainer, tq, grpo_rows(REDUCTION_PROMPTS), "grpo")
@@ -140,13 +144,18 @@ def test_the_grpo_advantage_check_fails_on_swapped_rows_or_a_flipped_sign(reduct
 # --- the loss, through verl's real `ppo_loss` (as the actor worker binds it) -----------------
 
 
+@functools.lru_cache(maxsize=None)
 def _actor_config(loss_mode: str):
+    """verl's actor config for a loss mode, with its default clip [0.8, 1.2] and token-mean."""
     from verl.utils.config import omega_conf_to_dataclass
 
     from skpo_verl.verl_config import compose_ppo_config
 
     config = compose_ppo_config(
-        [f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"]
+        [
+            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        ]
     )
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
     assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.2, "token-mean")
@@ -161,8 +170,10 @@ def _answer_micro_batch(tq, batch, trainer):
     from skpo_verl.patches.engine_role_counts import role_counts
 
     roles = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["skpo_upstream_mask"])
-    keys = [k for k, tag, up in zip(batch.keys, batch.tags, roles["skpo_upstream_mask"].tolist()) if not up and not tag.get("is_padding")]
-    fields = ["uid", "session_id", "prompts", "responses", "response_mask", "old_log_probs", "advantages", "skpo_upstream_mask"]
+    upstream = roles["skpo_upstream_mask"].tolist()
+    keys = [k for k, tag, up in zip(batch.keys, batch.tags, upstream) if not up and not tag.get("is_padding")]
+    fields = ["uid", "session_id", "prompts", "responses", "response_mask", "old_log_probs", "advantages"]
+    fields.append("skpo_upstream_mask")
     data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
     upstream_rows, downstream_tokens = role_counts(data["skpo_upstream_mask"], data["response_mask"]).tolist()
     tu.assign_non_tensor(
@@ -233,11 +244,28 @@ def answer_micro_batch(reduction_advantages):
     return data
 
 
+def _set_row(micro_batch, row: int, value: float) -> None:
+    """Give every token of one row the advantage `value` (in place)."""
+    offsets = micro_batch["advantages"].offsets()
+    micro_batch["advantages"].values()[offsets[row] : offsets[row + 1]] = value
+
+
+def _row_value(micro_batch, row: int) -> float:
+    return float(micro_batch["advantages"][row][0])
+
+
 def _flip_row(data, row: int):
-    """A copy of the micro-batch with one row's advantages negated."""
+    """A copy of the micro-batch with one row's advantage negated."""
     corrupted = data.clone()
-    offsets = corrupted["advantages"].offsets()
-    corrupted["advantages"].values()[offsets[row] : offsets[row + 1]] *= -1
+    _set_row(corrupted, row, -_row_value(data, row))
+    return corrupted
+
+
+def _swap_rows_of(data, a: int, b: int):
+    """A copy of the micro-batch with two rows' advantages exchanged (each keeps its length)."""
+    corrupted = data.clone()
+    _set_row(corrupted, a, _row_value(data, b))
+    _set_row(corrupted, b, _row_value(data, a))
     return corrupted
 
 
@@ -252,7 +280,8 @@ def test_the_downstream_loss_is_verls_cispo_loss_and_the_check_fails_on_a_flippe
     cispo, _ = loss_and_gradients("cispo", data, _seeded_log_ratios(0.6, 1.5, seed=1))
     check_loss_equals(skpo, cispo)
     assert skpo != 0.0
-    flipped, _ = loss_and_gradients("skpo", _flip_row(data, _answer_row(data, "uC", 3)), _seeded_log_ratios(0.6, 1.5, 1))
+    corrupted = _flip_row(data, _answer_row(data, "uC", 3))
+    flipped, _ = loss_and_gradients("skpo", corrupted, _seeded_log_ratios(0.6, 1.5, seed=1))
     with pytest.raises(AssertionError):
         check_loss_equals(flipped, cispo)
 
@@ -267,9 +296,13 @@ def test_at_the_first_mini_batch_the_gradient_is_vanilla_ppos(answer_micro_batch
     assert tokens == 5 + 3 + 7 + 2 + 4 + 6 + 1 + 3 + 2 + 8 + 3 + 5
     row = _answer_row(data, "uC", 3)
     assert skpo[row] == pytest.approx([1.5 / tokens] * 5, abs=1e-7)  # -A / N with A = -3/2
-    _, swapped = loss_and_gradients("skpo", _flip_row(data, _answer_row(data, "uA", 0)), _ratio_one)
+    swapped = _swap_rows_of(data, _answer_row(data, "uA", 0), _answer_row(data, "uA", 1))
+    _, swapped_grads = loss_and_gradients("skpo", swapped, _ratio_one)
     with pytest.raises(AssertionError):
-        check_gradients_equal(swapped, vanilla)
+        check_gradients_equal(swapped_grads, vanilla)
+    _, flipped_grads = loss_and_gradients("skpo", _flip_row(data, row), _ratio_one)
+    with pytest.raises(AssertionError):
+        check_gradients_equal(flipped_grads, vanilla)
 
 
 def test_inside_the_clip_range_the_gradient_is_vanilla_ppos_and_outside_cispo_keeps_the_clipped_weight(
@@ -295,9 +328,10 @@ def test_inside_the_clip_range_the_gradient_is_vanilla_ppos_and_outside_cispo_ke
     _, skpo = loss_and_gradients("skpo", data, fixed)
     _, vanilla = loss_and_gradients("vanilla", data, fixed)
     a = HALF_SQRT3
-    assert skpo[row] == pytest.approx([-1.1 * a / tokens, -1.2 * a / tokens, -0.8 * a / tokens, -a / tokens, -1.2 * a / tokens], abs=1e-6)
+    # CISPO: the weight clip(r) = [1.1, 1.2, 0.8, 1.0, 1.2], no token loses its gradient.
+    assert skpo[row] == pytest.approx([-w * a / tokens for w in (1.1, 1.2, 0.8, 1.0, 1.2)], abs=1e-6)
     # PPO with A > 0 clips r > 1.2 (no gradient); r = 0.7 < 0.8 keeps its unclipped term -r A.
-    assert vanilla[row] == pytest.approx([-1.1 * a / tokens, 0.0, -0.7 * a / tokens, -a / tokens, 0.0], abs=1e-6)
+    assert vanilla[row] == pytest.approx([-w * a / tokens for w in (1.1, 0.0, 0.7, 1.0, 0.0)], abs=1e-6)
     with pytest.raises(AssertionError):
         check_gradients_equal(skpo, vanilla)
 
@@ -433,7 +467,7 @@ def check_upstream_advantages_reach_the_loss(micro_batches, expected: dict) -> N
             seen[key] = advantage
     assert sorted(seen) == sorted(expected), f"upstream rows of prompts {sorted(seen)}, expected {sorted(expected)}"
     for key, advantage in seen.items():
-        assert advantage == pytest.approx(expected[key], abs=1e-5), f"prompt {key}: A = {advantage}, expected {expected[key]}"
+        assert advantage == pytest.approx(expected[key], abs=1e-5), f"prompt {key}: A = {advantage}"
 
 
 @pytest.fixture(params=[(False, False), (True, True)], ids=["fixed-micro-batches", "dynamic-bsz-shuffled"])
@@ -446,12 +480,14 @@ def upstream_micro_batches(request, transfer_queue):
     dynamic_bsz, shuffle = request.param
     tq = transfer_queue
     trainer = v1_trainer(
-        UPSTREAM + [f"actor_rollout_ref.actor.use_dynamic_bsz={dynamic_bsz}", f"actor_rollout_ref.actor.shuffle={shuffle}"],
+        UPSTREAM
+        + [f"actor_rollout_ref.actor.use_dynamic_bsz={dynamic_bsz}", f"actor_rollout_ref.actor.shuffle={shuffle}"],
         dp_size=DP_SIZE,
     )
     for prompt, value in UPSTREAM_PROMPTS:
         if value is not None:  # a previous visit at step 3; the first observation sets V
             trainer.skpo_state.values.update(prompt.index, float(reward_to_tracker(value)), 0.96, 3)
+    validate_config(trainer.config)  # a configuration SKPO starts with
     actor_config = omega_conf_to_dataclass(trainer.config.actor_rollout_ref.actor)
     trainer.actor_rollout_wg = workers = _WorkerGroup(DP_SIZE, actor_config)
 
@@ -480,15 +516,6 @@ def _upstream_rows(micro_batches):
         for row, (up, uid) in enumerate(zip(mb["skpo_is_upstream"], mb["uid"]))
         if int(up) and not str(uid).startswith("pad")
     ]
-
-
-def _set_row(micro_batch, row: int, value: float) -> None:
-    offsets = micro_batch["advantages"].offsets()
-    micro_batch["advantages"].values()[offsets[row] : offsets[row + 1]] = value
-
-
-def _row_value(micro_batch, row: int) -> float:
-    return float(micro_batch["advantages"][row][0])
 
 
 def test_the_upstream_check_fails_on_swapped_rows_a_flipped_sign_or_a_shifted_role_mask(upstream_micro_batches):

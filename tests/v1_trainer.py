@@ -146,7 +146,8 @@ def put_rows(tq, rows: dict, partition_id: str = "train"):
                 "global_steps": STEP,
             }
         )
-    tq.kv_batch_put(keys=keys, partition_id=partition_id, fields=list_of_dict_to_tensordict(list(rows.values())), tags=tags)
+    fields = list_of_dict_to_tensordict(list(rows.values()))
+    tq.kv_batch_put(keys=keys, partition_id=partition_id, fields=fields, tags=tags)
     return tq.KVBatchMeta(partition_id=partition_id, keys=keys, tags=tags)
 
 
