@@ -68,13 +68,18 @@ HAND_GRPO = {
 }  # fmt: skip
 
 
-def _advantage_step(trainer, tq, rows, partition_id):
+def _advantage_step(trainer, tq, rows, partition_id, compute_advantage):
     """verl's `_step_once` up to the advantages: `_balance_batch` (pads, reorders), the old
-    log-probs (seeded, in place of the actor's pass), `_compute_advantage`."""
+    log-probs (seeded, in place of the actor's pass), then `compute_advantage`."""
     batch = trainer._balance_batch(put_rows(tq, rows, partition_id), metrics={})
     write_old_log_probs(tq, batch, seed=0)
-    trainer._compute_advantage(batch, {})
+    compute_advantage(batch, {})
     return batch
+
+
+def _unshimmed_compute_advantage(trainer):
+    """verl's own `PPOTrainer._compute_advantage`, below SKPO's wrapper."""
+    return functools.partial(type(trainer)._compute_advantage.__wrapped__, trainer)
 
 
 def _answer_advantages(tq, batch) -> dict:
@@ -103,8 +108,10 @@ def reduction_advantages(transfer_queue):
     skpo_trainer = v1_trainer(REDUCTION, dp_size=DP_SIZE)
     validate_config(skpo_trainer.config)  # a configuration SKPO starts with
     grpo_trainer = v1_trainer(GRPO, dp_size=DP_SIZE)
-    skpo_batch = _advantage_step(skpo_trainer, tq, skpo_rows(REDUCTION_PROMPTS, "unconditional"), "skpo")
-    grpo_batch = _advantage_step(grpo_trainer, tq, grpo_rows(REDUCTION_PROMPTS), "grpo")
+    skpo_rows_of_step = skpo_rows(REDUCTION_PROMPTS, "unconditional")
+    skpo_batch = _advantage_step(skpo_trainer, tq, skpo_rows_of_step, "skpo", skpo_trainer._compute_advantage)
+    grpo_compute = _unshimmed_compute_advantage(grpo_trainer)
+    grpo_batch = _advantage_step(grpo_trainer, tq, grpo_rows(REDUCTION_PROMPTS), "grpo", grpo_compute)
     yield tq, skpo_trainer, skpo_batch, grpo_batch
     tq.kv_clear(keys=skpo_batch.keys, partition_id="skpo")
     tq.kv_clear(keys=grpo_batch.keys, partition_id="grpo")
