@@ -23,6 +23,8 @@ RUN_DIR=${RUN_DIR:-skpo_cpu_tiny/$ALGO}   # metrics.jsonl, curve.csv and curve.p
 export VERL_PLATFORM=cpu
 # TransferQueue asks for 8 threads and warns on every transfer when there are fewer physical cores.
 export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python -c "import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))")}
+# One math-verify judge process in the reward worker instead of two: the answers are short integers.
+export SKPO_REWARD_JUDGE_PROCESSES=${SKPO_REWARD_JUDGE_PROCESSES:-1}
 eval "$(python -m skpo_verl.cpu.prepare "$WORKDIR")"
 # verl's file logger (trainer.logger below) writes every step's metrics here; the curve is read back from it.
 export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$RUN_DIR/metrics.jsonl}

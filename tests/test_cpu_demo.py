@@ -21,9 +21,9 @@ def test_worked_solution_and_a_first_step_slip_carried_through():
 
 
 def test_problems_split_is_fixed_by_the_seed_and_held_out_tuples_are_unseen():
-    spec = task.TaskSpec()  # 3 terms of 1..5: 125 tuples, 25 held out
+    spec = task.TaskSpec()  # 3 terms of 1..4: 64 tuples, 16 held out
     train, val = task.problems(spec)
-    assert (len(train), len(val)) == (100, 25)
+    assert (len(train), len(val)) == (48, 16)
     assert set(train).isdisjoint(val)
     assert task.problems(spec) == (train, val)
     assert task.problems(task.TaskSpec(seed=1))[1] != val
@@ -37,7 +37,7 @@ def test_rows_follow_verls_schema_with_unique_indices(tmp_path):
     train_path, val_path = task.write_dataset(str(tmp_path / "a"))
     train, val = pd.read_parquet(train_path), pd.read_parquet(val_path)
     indices = [row["index"] for row in list(train["extra_info"]) + list(val["extra_info"])]
-    assert sorted(indices) == list(range(125))
+    assert sorted(indices) == list(range(64))
     first = task.problems(task.TaskSpec())[0][0]
     assert list(train["prompt"][0]) == [{"role": "user", "content": task.prompt_text(first)}]
     assert train["reward_model"][0] == {"style": "rule", "ground_truth": str(sum(first))}

@@ -32,8 +32,8 @@ DATA_SOURCE = "skpo_tiny/chain_sum"
 @dataclass(frozen=True)
 class TaskSpec:
     terms: int = 3  # numbers to add: terms - 1 worked steps
-    max_operand: int = 5  # operands are drawn from 1..max_operand
-    val_size: int = 25  # held-out problems (the rest of all operand tuples is the training set)
+    max_operand: int = 4  # operands are drawn from 1..max_operand
+    val_size: int = 16  # held-out problems (the rest of all operand tuples is the training set)
     seed: int = 0
 
     def __post_init__(self):

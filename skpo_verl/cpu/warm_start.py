@@ -82,6 +82,6 @@ def warm_start(model, tokenizer, task: TaskSpec, spec: WarmStartSpec) -> list[fl
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     model.eval()
     return losses
