@@ -1,5 +1,5 @@
-"""Fast tests of the CPU backend's pieces: the hf_cpu server, the opt-in switch, the shims
-and the bundled task. verl-level checks run in a subprocess because the switch
+"""Fast tests of the CPU backend's pieces: the hf_cpu server (alone and batched), the opt-in
+switch and the shims (the bundled task: tests/test_cpu_demo.py). verl-level checks run in a subprocess because the switch
 (`VERL_PLATFORM`) is read when verl modules are imported."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from skpo_verl.cpu import task
 from skpo_verl.cpu.tiny_model import build_tiny_model
 
 PROMPT = [258, 72, 105, 10]
@@ -155,24 +154,6 @@ def test_weight_update_changes_generation_and_version(server):
     assert after.extra_fields["global_steps"] == 7
     with pytest.raises(ValueError, match="do not match"):
         asyncio.run(server.update_weights({"not.a.weight": torch.zeros(1)}, global_steps=8))
-
-
-def test_task_rewards_and_rows():
-    assert task.compute_score(task.DATA_SOURCE, "xx7y", "7") == 1.0
-    assert task.compute_score(task.DATA_SOURCE, "xxy", "7") == -1.0
-    train = task.build_rows("train", task.TRAIN_TEMPLATES, 0)
-    val = task.build_rows("val", task.VAL_TEMPLATES, len(train))
-    indices = [row["extra_info"]["index"] for row in train + val]
-    assert len(set(indices)) == len(indices) == 70
-    assert train[17]["prompt"] == [{"role": "user", "content": "Repeat 7."}]
-    assert train[17]["reward_model"] == {"style": "rule", "ground_truth": "7"}
-
-
-def test_dataset_is_written_deterministically(tmp_path):
-    first = task.write_dataset(str(tmp_path / "a"))
-    second = task.write_dataset(str(tmp_path / "b"))
-    for a, b in zip(first, second):
-        assert open(a, "rb").read() == open(b, "rb").read()
 
 
 _VERL_PROBE = """
