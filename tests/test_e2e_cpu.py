@@ -39,7 +39,12 @@ MAX_ROLLOUT_ACTOR_LOGPROB_DIFF = 1e-4
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cpu_tiny")
+    """The launcher's WORKDIR, with the tiny model's warm start done before any timed run."""
+    from skpo_verl.cpu.prepare import prepare
+
+    directory = tmp_path_factory.mktemp("cpu_tiny")
+    prepare(str(directory))
+    return directory
 
 
 def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, ranks=1, kill_when=None) -> Run:
