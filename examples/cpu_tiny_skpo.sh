@@ -23,8 +23,10 @@ RUN_DIR=${RUN_DIR:-skpo_cpu_tiny/$ALGO}   # metrics.jsonl, curve.csv and curve.p
 export VERL_PLATFORM=cpu
 # TransferQueue asks for 8 threads and warns on every transfer when there are fewer physical cores.
 export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python -c "import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))")}
-# One math-verify judge process in the reward worker instead of two: the answers are short integers.
+# Memory (the whole run must fit in 4 GB): one math-verify judge process in the reward worker
+# instead of two (the answers are short integers), and no idle Ray workers started ahead of need.
 export SKPO_REWARD_JUDGE_PROCESSES=${SKPO_REWARD_JUDGE_PROCESSES:-1}
+export RAY_prestart_worker_first_driver=${RAY_prestart_worker_first_driver:-0}
 eval "$(python -m skpo_verl.cpu.prepare "$WORKDIR")"
 # verl's file logger (trainer.logger below) writes every step's metrics here; the curve is read back from it.
 export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$RUN_DIR/metrics.jsonl}
@@ -81,6 +83,7 @@ python -m verl.trainer.main_ppo \
   trainer.n_gpus_per_node="$RANKS" \
   +ray_kwargs.ray_init.num_gpus="$RANKS" \
   ray_kwargs.ray_init.num_cpus=32 \
+  +ray_kwargs.ray_init.include_dashboard=False \
   trainer.val_before_train=True \
   trainer.test_freq="$VAL_EVERY" \
   trainer.save_freq=-1 \
