@@ -140,11 +140,9 @@ def run_training(
         "RANKS": str(ranks),
         "VERL_FILE_LOGGER_PATH": str(metrics_path),
         "RAY_DEDUP_LOGS": "0",
-        # Twice the launcher's 32-token answers: an answer then holds the requested digit about
-        # twice as often, so a step where every one of the 64 answers misses (all advantages 0,
-        # zero gradient: seen once in a CI-like run at 32 tokens, when 3 of 8 groups per step
-        # were all-miss) becomes vanishingly rare. Measured: all e2e tests 329 s, against 314 s at 32.
-        "RESPONSE_LENGTH": "64",
+        # Validation once before training and at the last step (and the launcher's learning-curve
+        # report after a clean exit); a kill-and-resume test runs too few steps for more.
+        "VAL_EVERY": "100",
     }
     command = [
         "bash",

@@ -1,5 +1,5 @@
-"""Fast tests of the CPU backend's pieces: the hf_cpu server, the opt-in switch, the shims
-and the bundled task. verl-level checks run in a subprocess because the switch
+"""Fast tests of the CPU backend's pieces: the hf_cpu server (alone and batched), the opt-in
+switch and the shims (the bundled task: tests/test_cpu_demo.py). verl-level checks run in a subprocess because the switch
 (`VERL_PLATFORM`) is read when verl modules are imported."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from skpo_verl.cpu import task
 from skpo_verl.cpu.tiny_model import build_tiny_model
 
 PROMPT = [258, 72, 105, 10]
@@ -71,6 +70,66 @@ def test_log_probs_match_a_full_forward_pass_at_the_temperature(server):
     torch.testing.assert_close(torch.tensor(output.log_probs), expected, atol=1e-5, rtol=0)
 
 
+PROMPTS = [PROMPT, [65] * 9, [1, 2, 3], [100, 101, 102, 103, 104, 105, 106]]
+
+
+async def _together(server, requests: list[dict]):
+    """Issue all requests before any is served: the server decodes them as one batch."""
+    return await asyncio.gather(
+        *(server.generate(prompt_ids=r.pop("prompt"), sampling_params=r, request_id=str(i)) for i, r in enumerate(requests))
+    )
+
+
+def test_concurrent_requests_are_decoded_in_one_batch_with_the_tokens_and_log_probs_of_each_alone(server):
+    """Greedy, prompts of 4, 9, 3 and 7 tokens (left padding up to 9), max_tokens 5..8."""
+    greedy = dict(temperature=0, logprobs=True, ignore_eos=True)
+    alone = [generate(server, prompt=p, max_tokens=5 + i, **greedy) for i, p in enumerate(PROMPTS)]
+    assert server.batch_sizes == [1, 1, 1, 1]
+    together = asyncio.run(_together(server, [dict(prompt=p, max_tokens=5 + i, **greedy) for i, p in enumerate(PROMPTS)]))
+    assert server.batch_sizes[4:] == [4]
+    for single, batched in zip(alone, together):
+        assert batched.token_ids == single.token_ids
+        assert len(batched.token_ids) == len(single.token_ids)
+        torch.testing.assert_close(torch.tensor(batched.log_probs), torch.tensor(single.log_probs), atol=1e-5, rtol=0)
+    assert [len(output.token_ids) for output in together] == [5, 6, 7, 8]
+
+
+def test_a_batch_honours_each_requests_eos_logprobs_and_temperature(server):
+    first_tokens = [generate(server, prompt=p, max_tokens=1, temperature=0).token_ids[0] for p in PROMPTS[:2]]
+    server.eos_token_ids = sorted(set(first_tokens))  # both greedy first tokens end a response
+    outputs = asyncio.run(
+        _together(
+            server,
+            [
+                dict(prompt=PROMPTS[0], max_tokens=6, temperature=0, logprobs=True),
+                dict(prompt=PROMPTS[1], max_tokens=6, temperature=0, logprobs=False),
+                dict(prompt=PROMPTS[0], max_tokens=6, temperature=0, ignore_eos=True, logprobs=True),
+                dict(prompt=PROMPTS[2], max_tokens=6, temperature=0.7, ignore_eos=True, logprobs=True, seed=3),
+            ],
+        )
+    )
+    assert server.batch_sizes[-1] == 4
+    assert outputs[0].token_ids == [first_tokens[0]] and len(outputs[0].log_probs) == 1
+    assert outputs[1].token_ids == [first_tokens[1]] and outputs[1].log_probs is None
+    assert len(outputs[2].token_ids) == 6 and outputs[2].token_ids[0] == first_tokens[0]
+    # The sampled row used its own seeded generator and the 0.7-scaled distribution, as alone.
+    alone = generate(server, prompt=PROMPTS[2], max_tokens=6, temperature=0.7, ignore_eos=True, seed=3)
+    assert outputs[3].token_ids == alone.token_ids
+    torch.testing.assert_close(torch.tensor(outputs[3].log_probs), torch.tensor(alone.log_probs), atol=1e-5, rtol=0)
+
+
+def test_eos_ids_are_gathered_from_generation_config_model_config_and_tokenizer(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from skpo_verl.cpu.rollout import _eos_token_ids
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.generation_config.eos_token_id = [258, 7]
+    model.config.eos_token_id = 9
+    tokenizer = SimpleNamespace(eos_token_id=258)
+    assert _eos_token_ids(model, tokenizer) == [7, 9, 258]
+
+
 def test_log_probs_only_when_requested(server):
     assert generate(server, max_tokens=3, logprobs=False).log_probs is None
 
@@ -95,24 +154,6 @@ def test_weight_update_changes_generation_and_version(server):
     assert after.extra_fields["global_steps"] == 7
     with pytest.raises(ValueError, match="do not match"):
         asyncio.run(server.update_weights({"not.a.weight": torch.zeros(1)}, global_steps=8))
-
-
-def test_task_rewards_and_rows():
-    assert task.compute_score(task.DATA_SOURCE, "xx7y", "7") == 1.0
-    assert task.compute_score(task.DATA_SOURCE, "xxy", "7") == -1.0
-    train = task.build_rows("train", task.TRAIN_TEMPLATES, 0)
-    val = task.build_rows("val", task.VAL_TEMPLATES, len(train))
-    indices = [row["extra_info"]["index"] for row in train + val]
-    assert len(set(indices)) == len(indices) == 70
-    assert train[17]["prompt"] == [{"role": "user", "content": "Repeat 7."}]
-    assert train[17]["reward_model"] == {"style": "rule", "ground_truth": "7"}
-
-
-def test_dataset_is_written_deterministically(tmp_path):
-    first = task.write_dataset(str(tmp_path / "a"))
-    second = task.write_dataset(str(tmp_path / "b"))
-    for a, b in zip(first, second):
-        assert open(a, "rb").read() == open(b, "rb").read()
 
 
 _VERL_PROBE = """

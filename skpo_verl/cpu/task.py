@@ -1,57 +1,100 @@
-"""The embedded default task, "say the digit", and its ±1 outcome reward.
+"""The embedded default task, "chain sums": add a few numbers step by step, end with `Answer: n`.
 
-Each prompt asks for one digit ("Say 7."); an answer earns +1 when it contains that digit
-and -1 otherwise. A freshly initialised tiny model samples nearly uniformly from 259
-byte tokens, so a 32-token answer contains a given digit about 12% of the time: most
-groups of 8 answers mix +1 and -1 from the first step, which gives GRPO and SKPO
-non-zero advantages. The model improves by copying the digit from the prompt, a pattern
-a two-layer transformer learns.
+A prompt such as `Add 3, 5, 4.` is answered by a worked solution, one partial sum per step:
+`3+5=8. 8+4=12.\nAnswer: 12` (the answer on its own line, where the reward looks for it). The answer is judged by the project's own reward
+(`skpo_verl.reward.compute_score`: the `Answer:` line, math-verify equivalence, +1 / -1), so
+the demo exercises the reward every real run uses.
+
+The worked prefix matters: every later step builds on the first partial sum, so a response
+whose first step is wrong ends wrong. That is the situation SKPO is built for: its kept
+segment (the first t_q tokens) holds that first step, and the upstream advantage says whether
+it helped.
+
+`TaskSpec` is the difficulty knob (number of terms, largest operand) with a fixed seed;
+`problems(spec)` gives the same train / held-out split for the same spec on every machine,
+and the held-out problems are operand tuples never seen in training.
 
 Rows follow verl's RL parquet schema (`data_source`, chat `prompt`, `ability`,
-`reward_model={style, ground_truth}`, `extra_info={split, index}`); `extra_info.index`
-is unique across both splits, because SKPO keys its per-prompt trackers on it.
+`reward_model={style, ground_truth}`, `extra_info={split, index}`); `extra_info.index` is
+unique across both splits, because SKPO keys its per-prompt trackers on it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
+from dataclasses import dataclass
 
-DATA_SOURCE = "skpo_tiny/say_digit"
-TRAIN_TEMPLATES = ("Say {d}.", "Repeat {d}.", "Echo {d}", "Write {d}.", "Digit {d}?", "Print {d}")
-VAL_TEMPLATES = ("Please say {d}.",)
+DATA_SOURCE = "skpo_tiny/chain_sum"
 
 
-def build_rows(split: str, templates: tuple[str, ...], first_index: int) -> list[dict]:
-    rows = []
-    for template in templates:
-        for digit in range(10):
-            rows.append(
-                {
-                    "data_source": DATA_SOURCE,
-                    "prompt": [{"role": "user", "content": template.format(d=digit)}],
-                    "ability": "copy",
-                    "reward_model": {"style": "rule", "ground_truth": str(digit)},
-                    "extra_info": {"split": split, "index": first_index + len(rows)},
-                }
+@dataclass(frozen=True)
+class TaskSpec:
+    terms: int = 3  # numbers to add: terms - 1 worked steps
+    max_operand: int = 4  # operands are drawn from 1..max_operand
+    val_size: int = 16  # held-out problems (the rest of all operand tuples is the training set)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.terms < 2 or self.max_operand < 1:
+            raise ValueError(f"TaskSpec needs terms >= 2 and max_operand >= 1, got {self}")
+        if not 0 < self.val_size < self.max_operand**self.terms:
+            raise ValueError(
+                f"TaskSpec.val_size={self.val_size} must leave training problems out of "
+                f"{self.max_operand ** self.terms} operand tuples"
             )
-    return rows
 
 
-def write_dataset(directory: str) -> tuple[str, str]:
-    """Write train.parquet (60 prompts) and val.parquet (10 prompts); return their paths."""
+def prompt_text(operands: tuple[int, ...]) -> str:
+    return "Add " + ", ".join(str(x) for x in operands) + "."
+
+
+def worked_solution(operands: tuple[int, ...], first_step_slip: int = 0) -> str:
+    """`a+b=s1. s1+c=s2.` then the line `Answer: s2`; `first_step_slip` is added to the first partial sum (a
+    careless solver's error) and carried through the later steps."""
+    total = operands[0]
+    steps = []
+    for position, operand in enumerate(operands[1:]):
+        result = total + operand + (first_step_slip if position == 0 else 0)
+        steps.append(f"{total}+{operand}={result}.")
+        total = result
+    return " ".join(steps) + f"\nAnswer: {total}"
+
+
+def answer(operands: tuple[int, ...]) -> int:
+    return sum(operands)
+
+
+def problems(spec: TaskSpec) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """(train, held-out) operand tuples: every tuple once, shuffled by the spec's seed."""
+    every = list(itertools.product(range(1, spec.max_operand + 1), repeat=spec.terms))
+    random.Random(spec.seed).shuffle(every)
+    return every[spec.val_size :], every[: spec.val_size]
+
+
+def build_rows(split: str, operand_tuples: list[tuple[int, ...]], first_index: int) -> list[dict]:
+    return [
+        {
+            "data_source": DATA_SOURCE,
+            "prompt": [{"role": "user", "content": prompt_text(operands)}],
+            "ability": "arithmetic",
+            "reward_model": {"style": "rule", "ground_truth": str(answer(operands))},
+            "extra_info": {"split": split, "index": first_index + offset},
+        }
+        for offset, operands in enumerate(operand_tuples)
+    ]
+
+
+def write_dataset(directory: str, spec: TaskSpec = TaskSpec()) -> tuple[str, str]:
+    """Write train.parquet and val.parquet (held-out) for `spec`; return their paths."""
     import pandas as pd
 
     os.makedirs(directory, exist_ok=True)
-    train = build_rows("train", TRAIN_TEMPLATES, first_index=0)
-    val = build_rows("val", VAL_TEMPLATES, first_index=len(train))
+    train_problems, val_problems = problems(spec)
+    train = build_rows("train", train_problems, first_index=0)
+    val = build_rows("val", val_problems, first_index=len(train))
     paths = (os.path.join(directory, "train.parquet"), os.path.join(directory, "val.parquet"))
     for rows, path in zip((train, val), paths):
         pd.DataFrame(rows).to_parquet(path, index=False)
     return paths
-
-
-def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> float:
-    """+1 when the answer contains the requested digit, else -1 (`reward.custom_reward_function`)."""
-    if data_source != DATA_SOURCE:
-        raise ValueError(f"skpo_verl.cpu.task.compute_score scores {DATA_SOURCE!r} rows only, got {data_source!r}")
-    return 1.0 if str(ground_truth) in solution_str else -1.0

@@ -1,0 +1,87 @@
+"""A short supervised warm start of the tiny model on the chain-sum task, to an imperfect start.
+
+A randomly initialised model never writes `Answer: n`, so RL from scratch would see only -1
+rewards. The warm start imitates a careless worked solver: it knows the format and the
+additions, but in `slip_rate` of its solutions the first partial sum is one too high, and
+the slip is carried through (`3+5=9. 9+4=13.` and `Answer: 13`). With the slip more frequent than
+the right first step, greedy decoding (verl's validation) starts near 0% on held-out
+problems, while sampled answers are right often enough (about 1 - slip_rate) that every
+group of G answers mixes +1 and -1. RL then has one thing to learn, the first step, which
+decides the outcome; it must learn it for every problem, held-out ones included.
+
+In `prefix_rate` of the examples the problem is preceded by the first few tokens of one of
+the solver's solutions to it (raw tokens before the chat turn, as SKPO's skip-connected
+input [s, q] is built), and the target is that same solution: the model learns that it may
+build on a worked beginning it is shown. GRPO never shows it one; SKPO's downstream answers
+then depend on the kept segment, so its upstream reward measures the segment.
+
+Everything is seeded: the same specs give the same weights on every machine (CPU torch).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from skpo_verl.cpu.task import TaskSpec, problems, prompt_text, worked_solution
+
+
+@dataclass(frozen=True)
+class WarmStartSpec:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 3e-3
+    slip_rate: float = 0.6  # share of solutions whose first partial sum is one too high
+    prefix_rate: float = 0.3  # share of examples shown a worked beginning before the problem
+    prefix_tokens: tuple[int, int] = (5, 16)  # its length range, SKPO's U[L/6, L/2] at L = 32
+    seed: int = 0
+
+
+def _example(tokenizer, operands, slipped: bool, prefix_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, target ids + EOS): chat-templated problem, optionally after a solution's first tokens."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt_text(operands)}], add_generation_prompt=True, tokenize=True
+    )
+    if not isinstance(prompt, list):  # transformers 5 returns a BatchEncoding
+        prompt = list(prompt["input_ids"])
+    target = tokenizer.encode(worked_solution(operands, 1 if slipped else 0), add_special_tokens=False)
+    return target[:prefix_length] + list(prompt), target + [tokenizer.eos_token_id]
+
+
+def warm_start(model, tokenizer, task: TaskSpec, spec: WarmStartSpec) -> list[float]:
+    """Train `model` in place on the careless solver's solutions; return the loss per step."""
+    train_problems, _ = problems(task)
+    rng = random.Random(spec.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    losses = []
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        for _ in range(spec.steps):
+            batch = [
+                _example(
+                    tokenizer,
+                    rng.choice(train_problems),
+                    slipped=rng.random() < spec.slip_rate,
+                    prefix_length=rng.randint(*spec.prefix_tokens) if rng.random() < spec.prefix_rate else 0,
+                )
+                for _ in range(spec.batch_size)
+            ]
+            width = max(len(inputs) + len(target) for inputs, target in batch)
+            input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (inputs, target) in enumerate(batch):
+                sequence = inputs + target
+                input_ids[row, : len(sequence)] = torch.tensor(sequence)
+                labels[row, len(inputs) : len(sequence)] = torch.tensor(target)
+                attention_mask[row, : len(sequence)] = 1
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    return losses
