@@ -1,20 +1,17 @@
 """The CPU launcher's replay buffer: verl's own sync sampling loop, without the 2 s polling floor.
 
 The buffer is built by verl's `PPOTrainer._build_replay_buffer` from a config composed with
-verl's `ppo_trainer.yaml`, and samples from a real TransferQueue (on a private local Ray
-cluster). verl's `time.sleep` in the replay-buffer module is replaced by a recorder, so the
+verl's `ppo_trainer.yaml`, and samples from a real TransferQueue (the suite's local Ray,
+`tests/conftest.py`). verl's `time.sleep` in the replay-buffer module is replaced by a recorder, so the
 test sees each wait the loop asks for, and the rollout "finishes" during the second wait:
 what is checked is the interval requested, not wall-clock time.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from skpo_verl.verl_config import compose_ppo_config
 
@@ -22,22 +19,6 @@ CUSTOM_SAMPLER = (
     "trainer.v1.sampler.custom_sampler.path=pkg://skpo_verl.patches.cpu_replay_buffer",
     "trainer.v1.sampler.custom_sampler.name=ShortPollReplayBuffer",
 )
-
-
-@pytest.fixture(scope="module")
-def transfer_queue():
-    import ray
-    import transfer_queue as tq
-
-    ray_dir = tempfile.mkdtemp(prefix="skpo-ray-", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_dir, address="local")
-    tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
-    try:
-        yield tq
-    finally:
-        tq.close()
-        ray.shutdown()
-        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def build_buffer(*overrides: str):
