@@ -55,7 +55,7 @@ def train_grpo(tmp_path: Path, setup: str):
 def test_each_training_step_logs_the_judge_failure_share(tmp_path):
     run = train_grpo(tmp_path, setup="")
     assert run.returncode == 0, run.output[-6000:]
-    assert sorted(run.metrics) == [1, 2]
+    assert sorted(run.metrics) == [0, 1, 2]  # 0: the launcher's validation before training
     for step in (1, 2):
         share = run.metrics[step]["reward/judge_failure_share"]
         assert 0.0 <= share <= 1.0, (step, share)
