@@ -41,6 +41,8 @@ setup(
         "tokenizers",
         # The CPU backend reports host memory through it (skpo_verl/cpu/host_device.py).
         "psutil",
+        # skpo-evaluate/skpo-analyze --backend openai (its client retries with backoff).
+        "openai",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout"],
@@ -52,6 +54,7 @@ setup(
         "console_scripts": [
             "skpo-prepare-data = skpo_verl.data_prep.prepare:main",
             "skpo-evaluate = skpo_verl.evaluation.cli:main",
+            "skpo-analyze = skpo_verl.analysis.cli:main",
         ],
     },
 )

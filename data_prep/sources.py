@@ -1,16 +1,19 @@
 """The datasets SKPO's paper trains and evaluates on, and how to read each one's real columns.
 
 Each `Source` names the public dataset (used through `datasets` when no local file is given)
-and two small functions that read the problem and the final answer out of one raw row, in
-the column layout of that public dataset. `None` means "missing": the converter reports it.
+and the column layouts it is published in. A `Layout` lists the columns it needs and small
+functions that read the problem, the final answer and the row id out of one raw row; the
+converter picks the first layout whose columns the file has. `None` means "missing": the
+converter reports it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 # DAPO-Math-17k stores each problem already wrapped in this instruction; we unwrap it so
 # every source is templated the same way (data_prep.convert.TEMPLATES["dapo"] re-wraps it).
@@ -21,6 +24,21 @@ DAPO_PREFIX = (
 DAPO_SUFFIX = '\n\nRemember to put your answer on its own line after "Answer:".'
 
 
+Reader = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One published column layout of a dataset (named after where it is published)."""
+
+    name: str
+    columns: tuple[str, ...]  # all must be present for this layout to be chosen
+    problem: Reader
+    answer: Reader
+    row_id: Reader = lambda row: None
+    unit: Reader = lambda row: None  # the answer's unit, when the dataset gives one
+
+
 @dataclass(frozen=True)
 class Source:
     name: str
@@ -29,18 +47,36 @@ class Source:
     hub_id: str
     hub_config: str | None
     hub_split: str
-    problem: Callable[[Mapping[str, Any]], Any]
-    answer: Callable[[Mapping[str, Any]], Any]
-    row_id: Callable[[Mapping[str, Any]], Any]
+    layouts: tuple[Layout, ...]  # the first whose columns are present wins: more specific ones first
     ability: str = "math"
+    # The whole user message with a "{problem}" slot; when set it replaces --template (the math
+    # templates do not fit multiple-choice or code problems).
+    prompt_template: str | None = None
+
+    def detect_layout(self, columns: Sequence[str]) -> Layout:
+        """The first layout whose columns are all present; else an error naming what was expected and found."""
+        present = set(columns)
+        for layout in self.layouts:
+            if present.issuperset(layout.columns):
+                return layout
+        accepted = "; ".join(f"{layout.name}: {', '.join(layout.columns)}" for layout in self.layouts)
+        raise ValueError(
+            f"the columns found ({', '.join(map(str, columns)) or 'none'}) match no layout of {self.name}; "
+            f"expected the columns of one of: {accepted}"
+        )
 
 
-def column(name: str) -> Callable[[Mapping[str, Any]], Any]:
+def column(name: str) -> Reader:
     return lambda row: row.get(name)
 
 
+def is_missing(value: Any) -> bool:
+    """None or a float NaN: what pandas puts in a JSON/JSONL cell that is null or absent."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def as_mapping(value: Any) -> Mapping[str, Any] | None:
-    """Nested columns arrive as dicts (parquet/json) or JSON strings (csv)."""
+    """Nested columns arrive as dicts (parquet/json) or JSON strings (csv); null -> None."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -49,20 +85,30 @@ def as_mapping(value: Any) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
 
 
-def dapo_problem(row: Mapping[str, Any]) -> str | None:
-    prompt = row.get("prompt")
-    if isinstance(prompt, str):
+def as_list(value: Any) -> list | None:
+    """List columns arrive as lists (json), numpy arrays (parquet) or JSON strings (csv); null -> None."""
+    if isinstance(value, str):
         try:
-            prompt = json.loads(prompt)
+            value = json.loads(value)
         except json.JSONDecodeError:
             return None
-    if prompt is None or len(prompt) == 0:
+    if is_missing(value) or isinstance(value, (Mapping, str, bytes)) or not hasattr(value, "__len__"):
         return None
-    content = as_mapping(prompt[-1])
-    text = content.get("content") if content else None
+    return list(value)
+
+
+def unwrap_dapo(text: Any) -> str | None:
     if not isinstance(text, str):
         return None
     return text.removeprefix(DAPO_PREFIX).removesuffix(DAPO_SUFFIX)
+
+
+def dapo_problem(row: Mapping[str, Any]) -> str | None:
+    prompt = as_list(row.get("prompt"))
+    if not prompt:
+        return None
+    content = as_mapping(prompt[-1])
+    return unwrap_dapo(content.get("content")) if content else None
 
 
 def dapo_answer(row: Mapping[str, Any]) -> Any:
@@ -86,11 +132,18 @@ def gsm8k_answer(row: Mapping[str, Any]) -> str | None:
 def olympiad_answer(row: Mapping[str, Any]) -> str | None:
     """OlympiadBench's `final_answer` is a list of LaTeX strings (several when is_multiple_answer)."""
     answers = row.get("final_answer")
-    if isinstance(answers, str):
-        answers = [answers]
-    if answers is None or len(answers) == 0:
+    answers = [answers] if isinstance(answers, str) and not answers.startswith("[") else as_list(answers)
+    if not answers:
         return None
-    return ", ".join(re.sub(r"^\$+|\$+$", "", str(item).strip()) for item in answers)
+    return ", ".join(re.sub(r"^\$+|\$+$", "", str(item).strip()) for item in answers if not is_missing(item))
+
+
+def olympiad_problem(row: Mapping[str, Any]) -> Any:
+    """The question, after its `context` (the shared setting of a multi-part problem) when there is one."""
+    question, context = row.get("question"), row.get("context")
+    if isinstance(context, str) and context.strip() and isinstance(question, str):
+        return f"{context.strip()}\n\n{question}"
+    return question
 
 
 def _gsm8k(split: str) -> Source:
@@ -101,9 +154,7 @@ def _gsm8k(split: str) -> Source:
         hub_id="openai/gsm8k",
         hub_config="main",
         hub_split=split,
-        problem=column("question"),
-        answer=gsm8k_answer,
-        row_id=lambda row: None,
+        layouts=(Layout("openai/gsm8k", ("question", "answer"), column("question"), gsm8k_answer),),
     )
 
 
@@ -117,9 +168,23 @@ SOURCES: dict[str, Source] = {
             hub_id="BytedTsinghua-SIA/DAPO-Math-17k",
             hub_config=None,
             hub_split="train",
-            problem=dapo_problem,
-            answer=dapo_answer,
-            row_id=dapo_row_id,
+            layouts=(
+                # open-r1/DAPO-Math-17k-Processed: `prompt` flattened to the problem text, `solution` the answer.
+                Layout(
+                    "open-r1/DAPO-Math-17k-Processed",
+                    ("prompt", "solution"),
+                    lambda row: unwrap_dapo(row.get("prompt")),
+                    column("solution"),
+                    dapo_row_id,
+                ),
+                Layout(
+                    "BytedTsinghua-SIA/DAPO-Math-17k",
+                    ("prompt", "reward_model"),
+                    dapo_problem,
+                    dapo_answer,
+                    dapo_row_id,
+                ),
+            ),
         ),
         Source(
             name="math500",
@@ -128,9 +193,11 @@ SOURCES: dict[str, Source] = {
             hub_id="HuggingFaceH4/MATH-500",
             hub_config=None,
             hub_split="test",
-            problem=column("problem"),
-            answer=column("answer"),
-            row_id=column("unique_id"),
+            layouts=(
+                Layout(
+                    "HuggingFaceH4/MATH-500", ("problem", "answer"), column("problem"), column("answer"), column("unique_id")
+                ),
+            ),
         ),
         Source(
             name="aime2024",
@@ -139,9 +206,10 @@ SOURCES: dict[str, Source] = {
             hub_id="Maxwell-Jia/AIME_2024",
             hub_config=None,
             hub_split="train",
-            problem=column("Problem"),
-            answer=column("Answer"),
-            row_id=column("ID"),
+            layouts=(
+                Layout("Maxwell-Jia/AIME_2024", ("Problem", "Answer"), column("Problem"), column("Answer"), column("ID")),
+                Layout("HuggingFaceH4/aime_2024", ("problem", "answer"), column("problem"), column("answer"), column("id")),
+            ),
         ),
         Source(
             name="aime2025",
@@ -150,9 +218,7 @@ SOURCES: dict[str, Source] = {
             hub_id="math-ai/aime25",
             hub_config=None,
             hub_split="test",
-            problem=column("problem"),
-            answer=column("answer"),
-            row_id=column("id"),
+            layouts=(Layout("math-ai/aime25", ("problem", "answer"), column("problem"), column("answer"), column("id")),),
         ),
         Source(
             name="amc2023",
@@ -161,9 +227,7 @@ SOURCES: dict[str, Source] = {
             hub_id="math-ai/amc23",
             hub_config=None,
             hub_split="test",
-            problem=column("question"),
-            answer=column("answer"),
-            row_id=column("id"),
+            layouts=(Layout("math-ai/amc23", ("question", "answer"), column("question"), column("answer"), column("id")),),
         ),
         Source(
             name="minerva",
@@ -172,9 +236,7 @@ SOURCES: dict[str, Source] = {
             hub_id="math-ai/minervamath",
             hub_config=None,
             hub_split="test",
-            problem=column("question"),
-            answer=column("answer"),
-            row_id=lambda row: None,
+            layouts=(Layout("math-ai/minervamath", ("question", "answer"), column("question"), column("answer")),),
         ),
         Source(
             name="olympiadbench",
@@ -183,16 +245,26 @@ SOURCES: dict[str, Source] = {
             hub_id="Hothan/OlympiadBench",
             hub_config="OE_TO_maths_en_COMP",
             hub_split="train",
-            problem=column("question"),
-            answer=olympiad_answer,
-            row_id=column("id"),
+            layouts=(
+                Layout(
+                    "Hothan/OlympiadBench",
+                    ("question", "final_answer"),
+                    olympiad_problem,
+                    olympiad_answer,
+                    column("id"),
+                    unit=column("unit"),
+                ),
+            ),
         ),
         _gsm8k("train"),
         _gsm8k("test"),
     )
 }
 
+# Evaluation-only benchmarks, each in its own module (they build on Source above).
+from skpo_verl.data_prep import livecodebench, mmlu_pro  # noqa: E402
 
+SOURCES.update({source.name: source for source in (mmlu_pro.SOURCE, livecodebench.SOURCE)})
 
 def get_source(name: str) -> Source:
     if name not in SOURCES:

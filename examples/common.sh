@@ -1,4 +1,4 @@
-# Shared by every launcher in examples/: the paper's training setup (SKPO.md §6) as verl 0.9.1
+# Shared by every launcher in examples/: the paper's training setup (docs/algorithm.md, Training setup) as verl 0.9.1
 # overrides, so each launcher only states what differs. Source it after setting variables:
 #
 #   source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -19,7 +19,7 @@
 : "${CKPT_DIR:=checkpoints}"
 : "${LOGGER:=[console,wandb]}"
 
-# --- the paper's numbers (SKPO.md §6) ---
+# --- the paper's numbers (docs/algorithm.md, Training setup) ---
 TRAIN_STEPS=500
 PROMPTS_PER_STEP=128
 GROUP_SIZE=8

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# SKPO on Qwen2.5-Math-7B with the paper's settings (Table 1, SKPO.md §6): dapo-math-17k,
+# SKPO on Qwen2.5-Math-7B with the paper's settings (Table 1; docs/algorithm.md, Training setup): dapo-math-17k,
 # 500 steps x 128 prompts, G = 8, lr 1e-6.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100); FSDP actor, vLLM rollout with TP=2.
 # Base model: prompts are rendered plain (no chat roles). Its context is 4096 tokens, less
@@ -7,11 +7,8 @@
 # context left after their [s, q] (at least 1536 tokens; docs/reproduction.md).
 # Extra arguments are passed to verl last, e.g. `trainer.total_training_steps=10`.
 set -euo pipefail
+# Variables of examples/common.sh (BASE_MODEL, MODEL_PATH, DATA_DIR, N_GPUS, NNODES, ...) can be set in the environment.
 BASE_MODEL=qwen2.5-math-7b
-MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-7B}
-DATA_DIR=${DATA_DIR:-$HOME/data/skpo}
-N_GPUS=${N_GPUS:-8}
-NNODES=${NNODES:-1}
 EXPERIMENT=${EXPERIMENT:-skpo_qwen2.5_math_7b}
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -15,10 +15,7 @@ import functools
 
 from skpo_verl.verl_version import require_verl_version
 
-UPSTREAM_MASK = "skpo_upstream_mask"  # int64 [B], written by the driver at advantage time
-UPSTREAM_ROWS = "skpo_upstream_rows"  # non-tensor, mini-batch-wide, from engine_role_counts
-DOWNSTREAM_TOKENS = "skpo_downstream_tokens"  # non-tensor, mini-batch-wide, from engine_role_counts
-LOSS_CONFIG = "skpo_loss"  # non-tensor dict, the driver's `algorithm.skpo.loss`
+from skpo_verl.rows import DOWNSTREAM_TOKENS, LOSS_CONFIG, UPSTREAM_MASK, UPSTREAM_ROWS
 
 
 def install(engine_workers) -> None:
@@ -26,7 +23,6 @@ def install(engine_workers) -> None:
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils import losses
 
-    from skpo_verl.config import LossConfig
     from skpo_verl.training.loss import MicroBatchRoles, micro_batch_roles
 
     real_ppo_loss = losses.ppo_loss
@@ -44,9 +40,17 @@ def install(engine_workers) -> None:
             is_upstream=data[UPSTREAM_MASK].bool(),
             upstream_rows=int(tu.get_non_tensor_data(data, UPSTREAM_ROWS, 0)),
             downstream_tokens=int(tu.get_non_tensor_data(data, DOWNSTREAM_TOKENS, 0)),
-            loss=LossConfig(**tu.get_non_tensor_data(data, LOSS_CONFIG, {})),
+            loss=_loss_config(tuple(sorted(tu.get_non_tensor_data(data, LOSS_CONFIG, {}).items()))),
         )
         with micro_batch_roles(roles):
             return real_ppo_loss(config, model_output, data, dp_group=dp_group)
 
     engine_workers.ppo_loss = ppo_loss_with_skpo_roles
+
+
+@functools.lru_cache(maxsize=8)
+def _loss_config(items: tuple):
+    """Each distinct loss dict the driver ships becomes a LossConfig once per worker."""
+    from skpo_verl.config import LossConfig
+
+    return LossConfig(**dict(items))

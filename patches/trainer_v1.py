@@ -6,11 +6,15 @@ Each wrapper below names the `PPOTrainer` method it adapts. All of them are no-o
 - `__init__` (l.120): validate the config, create the `SKPOState` (trackers) it owns.
 - `_init_dataloader` (l.708) → `create_rl_sampler`, which trainer_base imports by name
   (l.69) and calls with the training dataset (l.749): check `extra_info.index` there and
-  swap in the prioritized sampler when it is on.
+  swap in the prioritized sampler when it is on. With it on, the train dataloader is built
+  with `data.dataloader_num_workers=0`: worker processes prefetch `num_workers x
+  prefetch_factor` batches, so their prompts would be drawn that many steps before the
+  tracker updates they should see (docs/algorithm.md, Sampling).
 - `_next_train_batch` (l.1479): add each prompt's split length t_q before rollout.
 - `_compute_advantage` (l.1743): it fetches only a fixed field list from TransferQueue and
-  cannot see roles; for SKPO we fetch the row-contract fields and padding tags, call the
-  registered `skpo` estimator, and write `advantages`, `returns` and `skpo_upstream_mask`.
+  cannot see roles; for SKPO we fetch the row-contract fields and padding tags
+  (`skpo_verl.rows`), call SKPO's estimator directly with the state built at start-up, and
+  write `advantages`, `returns` and `skpo_upstream_mask`.
 - `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): both size a
   mini-batch as `ppo_mini_batch_size * rollout.n` rows, but SKPO has n + 1 rows per prompt.
   `_update_actor` also ships the loss hyperparameters to the workers in `extra_info`.
@@ -28,6 +32,7 @@ import contextvars
 import copy
 import dataclasses
 import functools
+import logging
 import os
 
 import numpy as np
@@ -35,21 +40,8 @@ import torch
 
 from skpo_verl import rows as R
 from skpo_verl.verl_version import require_verl_version
-from skpo_verl.patches.ppo_loss_roles import LOSS_CONFIG, UPSTREAM_MASK
 
-ESTIMATOR_FIELDS = (
-    "uid",
-    "index",
-    "session_id",
-    "response_mask",
-    "rm_scores",
-    R.IS_UPSTREAM,
-    R.SPLIT_LENGTH,
-    R.SEGMENT_LENGTH,
-    R.SEGMENT_NLL,
-    R.CANDIDATE_TOKENS,
-    R.EARLY_EOS_CANDIDATES,
-)
+logger = logging.getLogger(__name__)
 
 # The SKPOState whose trainer is building its dataloader (read by create_rl_sampler).
 _building_dataloader: contextvars.ContextVar = contextvars.ContextVar("skpo_dataloader_owner", default=None)
@@ -96,12 +88,26 @@ def _init(original, self, config):
 
 
 def _init_dataloader(original, self):
-    if _state(self) is None:
+    state = _state(self)
+    if state is None:
         return original(self)
     token = _building_dataloader.set(self)
+    data_config = self.config.data
+    workers = data_config.get("dataloader_num_workers", 0)
+    in_driver = state.config.prioritized_sampling and workers > 0
+    if in_driver:
+        logger.warning(
+            "algorithm.skpo.prioritized_sampling=true: the train dataloader loads in the driver "
+            "(data.dataloader_num_workers=%s -> 0) so that each step's prompts are drawn with the tracker of the "
+            "step before; worker prefetch would draw them from a tracker several steps old.",
+            workers,
+        )
+        data_config.dataloader_num_workers = 0
     try:
         return original(self)
     finally:
+        if in_driver:
+            data_config.dataloader_num_workers = workers
         _building_dataloader.reset(token)
 
 
@@ -143,10 +149,11 @@ def _compute_advantage(original, self, batch, metrics):
         return original(self, batch, metrics)
     import transfer_queue as tq
     from tensordict import TensorDict
-    from verl.trainer.ppo import core_algos
     from verl.workers.utils.padding import response_to_nested
 
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(ESTIMATOR_FIELDS))
+    from skpo_verl.training.estimator import compute_skpo_advantage
+
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=list(R.ESTIMATOR_FIELDS))
     response_mask_nested = data["response_mask"]
     padded = data.select("response_mask", "rm_scores").to_padded_tensor()
     skpo_rows = rows_from_fields(data, [bool(tag.get("is_padding", False)) for tag in batch.tags])
@@ -154,12 +161,9 @@ def _compute_advantage(original, self, batch, metrics):
     divergences = None
     if state.config.tracker.divergence == "logprob":
         divergences = _measure_logprob_divergences(self, batch, skpo_rows, state, metrics)
-    estimator = core_algos.get_adv_estimator_fn("skpo")
-    advantages, returns = estimator(
+    advantages, returns = compute_skpo_advantage(
         token_level_rewards=padded["rm_scores"].float(),
         response_mask=padded["response_mask"],
-        config=self.config.algorithm,
-        index=skpo_rows.groups,
         skpo_rows=skpo_rows,
         skpo_state=state,
         global_step=self.global_steps,
@@ -173,7 +177,7 @@ def _compute_advantage(original, self, batch, metrics):
         {
             "advantages": response_to_nested(advantages, response_mask_nested),
             "returns": response_to_nested(returns, response_mask_nested),
-            UPSTREAM_MASK: upstream_mask,
+            R.UPSTREAM_MASK: upstream_mask,
         },
         batch_size=len(batch),
     )
@@ -279,33 +283,10 @@ def _actor_dp_size(trainer) -> int:
     return max(worker_group._dispatch_info["actor"]) + 1
 
 
-def rows_from_fields(data, is_padding) -> "SKPORows":
-    """Row-contract fields fetched from TransferQueue → the estimator's `SKPORows`."""
-    from skpo_verl.training.estimator import SKPORows
-
-    missing = [name for name in R.SKPO_FIELDS if name not in data.keys()]
-    if missing:
-        raise RuntimeError(
-            f"Training rows lack the SKPO fields {missing}: they were not produced by the skpo_agent agent loop. "
-            "Set actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent and do not set a per-row "
-            "agent_name column in the training data."
-        )
-
-    def column(name, dtype=None):
-        return np.array(_as_list(data[name]), dtype=dtype if dtype is not None else object)
-
-    return SKPORows(
-        is_upstream=column(R.IS_UPSTREAM, np.int64).astype(bool),
-        prompt_keys=column("index"),
-        groups=column("uid"),
-        sessions=column("session_id", np.int64),
-        is_padding=np.asarray(is_padding, dtype=bool),
-        segment_lengths=column(R.SEGMENT_LENGTH, np.int64),
-        split_lengths=column(R.SPLIT_LENGTH, np.int64),
-        segment_nll=column(R.SEGMENT_NLL, np.float64),
-        candidate_tokens=column(R.CANDIDATE_TOKENS, np.int64),
-        early_eos_candidates=column(R.EARLY_EOS_CANDIDATES, np.int64),
-    )
+def rows_from_fields(data, is_padding) -> R.SKPORows:
+    """Row-contract fields fetched from TransferQueue -> the estimator's `SKPORows`."""
+    names = (R.GROUP, R.PROMPT_KEY, R.SESSION, *R.ROLLOUT_FIELDS)
+    return R.SKPORows.from_columns({name: _as_list(data[name]) for name in names if name in data.keys()}, is_padding)
 
 
 def _as_list(column) -> list:
@@ -339,7 +320,7 @@ def _update_actor(original, self, batch, metrics):
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
-    batch.extra_info[LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
+    batch.extra_info[R.LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
     with _rows_per_prompt(self.config):
         return original(self, batch, metrics)
 

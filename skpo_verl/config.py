@@ -14,17 +14,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-SPLIT_RULES = ("adaptive", "fixed")
-SELECTION_RULES = ("median", "extreme")
+from skpo_verl.core.selection import SELECTION_RULES
+from skpo_verl.core.split import SPLIT_RULES
+
 CONDITIONING_MODES = ("skip", "continual", "unconditional")
 SKIP_FORMATS = ("tokens", "chat")
-UPSTREAM_REWARDS = ("mc_mean", "single")
+UPSTREAM_REWARDS = ("mc_mean", "own_completion", "first_answer")
+DOWNSTREAM_NORMS = ("group", "batch")
 DIVERGENCE_MEASURES = ("steps", "logprob")
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """Per-prompt value and length trackers (SKPO.md §4, SPO's Beta/EMA tracker)."""
+    """Per-prompt value and length trackers (docs/algorithm.md, Trackers; SPO's Beta/EMA tracker)."""
 
     rho_min: float = 0.875
     rho_max: float = 0.96
@@ -44,7 +46,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The asymmetric loss (SKPO.md §5)."""
+    """The asymmetric loss (docs/algorithm.md, Loss)."""
 
     upstream_weight: float = 0.5
     downstream_weight: float = 0.5
@@ -70,9 +72,16 @@ class SKPOConfig:
     # How [s, q] is built in skip mode: "tokens" = segment tokens then the original prompt
     # tokens (the paper); "chat" = the decoded segment inside the user turn, before the problem.
     skip_format: str = "tokens"
-    # Upstream reward R_I: "mc_mean" = mean of the G downstream rewards; "single" = the
-    # reward of one downstream answer only (the paper's "w/o MC" ablation).
+    # Upstream reward R_I (docs/algorithm.md, Rewards): "mc_mean" = mean of the G downstream
+    # rewards (the paper); "own_completion" = the paper's "w/o MC" ablation: the kept candidate
+    # is generated on to its end (q -> s -> rest) and that completion's own outcome is R_I;
+    # "first_answer" = the reward of the first of the G answers from [s, q] (one MC sample at
+    # no extra generation; not the paper's ablation).
     upstream_reward: str = "mc_mean"
+    # Downstream advantage denominator: "group" = Eq. 5, (R - mean_g) / (std_g + eps);
+    # "batch" = Appendix C's "batch statistics", (R - mean_g) / (std over the batch's centred
+    # downstream rewards + eps).
+    downstream_norm: str = "group"
     adv_eps: float = 1e-6
     # When the model's context cannot hold the worst-case [s, q] plus a full answer (e.g.
     # Qwen2.5-Math-7B's 4096 positions with the paper's 1024/3072 budgets), SKPO refuses to
@@ -82,8 +91,10 @@ class SKPOConfig:
     # Backstop on one prompt's rollout: candidates not done, or a kept segment not shared,
     # after this many seconds fail the prompt instead of holding its G sessions.
     rollout_timeout_s: float = 1800.0
-    # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps. Off by default.
-    prioritized_sampling: bool = False
+    # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps; on in the paper
+    # (Appendix C). It makes the train dataloader load in the driver (no worker prefetch) so
+    # each draw sees the tracker as of the previous step (docs/algorithm.md, Sampling).
+    prioritized_sampling: bool = True
     priority_eps: float = 0.05
     seed: int = 0
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -94,7 +105,14 @@ class SKPOConfig:
         _check_choice("selection", self.selection, SELECTION_RULES)
         _check_choice("conditioning", self.conditioning, CONDITIONING_MODES)
         _check_choice("skip_format", self.skip_format, SKIP_FORMATS)
+        if self.upstream_reward == "single":
+            raise ValueError(
+                "algorithm.skpo.upstream_reward=single was renamed: use own_completion for the paper's \"w/o MC\" "
+                "ablation (the kept candidate's own completion is judged), or first_answer for the former behaviour "
+                "(the reward of the first answer from [s, q])."
+            )
         _check_choice("upstream_reward", self.upstream_reward, UPSTREAM_REWARDS)
+        _check_choice("downstream_norm", self.downstream_norm, DOWNSTREAM_NORMS)
         _check_choice("tracker.divergence", self.tracker.divergence, DIVERGENCE_MEASURES)
         if not 0.0 < self.split_low <= self.split_high:
             raise ValueError(

@@ -19,6 +19,7 @@ HOOKS = (
     ("verl.workers.engine_workers", "skpo_verl.patches.ppo_loss_roles:install"),
     ("verl.workers.engine.base", "skpo_verl.patches.engine_role_counts:install"),
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
+    ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.reward_metrics:install"),
     ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),
     ("verl.experimental.agent_loop.agent_loop", "skpo_verl.patches.agent_loop:install"),
     # CPU backend (opt-in with VERL_PLATFORM=cpu; see docs/cpu_backend.md).

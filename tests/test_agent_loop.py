@@ -129,7 +129,7 @@ def roll_out(tiny, config, server, sessions=range(G), split_length=SPLIT, uid="p
 
 
 def expected_segment(candidates, split_length, eos, rule="median", step=0):
-    """SKPO.md §2.2-2.3 by hand: cut early-EOS candidates at half, keep the median (or extreme) NLL one."""
+    """docs/algorithm.md, Rollout steps 3-4, by hand: cut early-EOS candidates at half, keep the median (or extreme) NLL one."""
     kept, nlls = [], []
     for output in candidates:
         tokens, log_probs = output.token_ids, output.log_probs
@@ -253,7 +253,7 @@ def test_extreme_selection_alternates_min_and_max_nll_by_step(tiny, step, pick):
 
 def test_early_eos_candidates_are_cut_at_half_their_own_length(tiny):
     split = 12
-    # Candidate 1 ends exactly at t_q with EOS: it also ended within t_q (SKPO.md §2.2).
+    # Candidate 1 ends exactly at t_q with EOS: it also ended within t_q (docs/algorithm.md, Rollout step 3).
     lengths = {0: 5, 1: split, 2: 9}
     recorder = Recorder(EndsEarly(serve(tiny, seed=5), tiny.model, tiny.eos, split, lengths))
     results = roll_out(tiny, make_config(tiny), recorder, split_length=split)
@@ -424,3 +424,31 @@ def test_validation_through_verls_worker_is_single_turn_generation_from_q(tiny):
     assert prompt.tolist() == tiny.q
     response_length = int(output.response_mask.sum())
     assert output.response_ids[0, :response_length].tolist() == recorder.calls[0][2].token_ids
+
+
+def test_a_candidate_ending_at_t_q_on_any_declared_eos_id_ended(tiny, tmp_path):
+    """Llama-3 declares several EOS ids (generation_config.json's list); each one ends a candidate."""
+    import json
+    import shutil
+
+    from skpo_verl.rollout.lengths import model_eos_token_ids
+
+    second_eos = 7
+    model_dir = shutil.copytree(tiny.dir, tmp_path / "two_eos")
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    generation["eos_token_id"] = [tiny.eos, second_eos]
+    (model_dir / "generation_config.json").write_text(json.dumps(generation))
+    config = compose_rollout_config(
+        str(model_dir),
+        [f"actor_rollout_ref.rollout.n={G}", "data.max_prompt_length=64", f"data.max_response_length={RESPONSE}",
+         "actor_rollout_ref.rollout.prompt_length=96"],
+    )
+    assert model_eos_token_ids(config, tiny.tokenizer) == sorted([tiny.eos, second_eos])
+
+    # Candidate 0 ends with the second EOS id exactly at t_q: it ended within t_q and is cut at half.
+    recorder = Recorder(EndsEarly(serve(tiny, seed=3), tiny.model, second_eos, SPLIT, {0: SPLIT}))
+    results = roll_out(tiny, config, recorder)
+    candidates = [output for _, output in recorder.with_max_tokens(SPLIT)]
+    assert [len(out.token_ids) for out in candidates].count(SPLIT) == G
+    ended = [out.token_ids[-1] in (tiny.eos, second_eos) for out in candidates]
+    assert results[0][0].skpo_early_eos_candidates == sum(ended) >= 1

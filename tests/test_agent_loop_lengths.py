@@ -101,7 +101,7 @@ def test_a_hub_model_id_is_resolved_from_the_hugging_face_cache_without_download
     (tmp_path / "models--org--tiny-math" / "refs").mkdir()
     (tmp_path / "models--org--tiny-math" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    agent_lengths._max_position_embeddings.cache_clear()
+    agent_lengths._model_json.cache_clear()
 
     config = config_with(verl_config, ["actor_rollout_ref.model.path=org/tiny-math"])
     assert agent_lengths.model_length_limit(config) == (
@@ -112,4 +112,4 @@ def test_a_hub_model_id_is_resolved_from_the_hugging_face_cache_without_download
         None,
         "",
     )
-    agent_lengths._max_position_embeddings.cache_clear()
+    agent_lengths._model_json.cache_clear()

@@ -6,8 +6,6 @@ in this process (verl makes them Ray actors), and the rollout server is the loca
 TransferQueue is the real one, on a local Ray (the `transfer_queue` fixture).
 """
 
-import asyncio
-import uuid
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from skpo_verl import rows as R
 from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config
 from skpo_verl.cpu.tiny_model import build_tiny_model
+from v1_rollout import V1Rollout, question_ids
 
 G = 3
 RESPONSE = 16
@@ -33,17 +32,6 @@ REWARD_SOURCE = """
 def parity_reward(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
     return 1.0 if len(solution_str) % 2 == 0 else -1.0
 """
-
-
-class InProcessActor:
-    """`handle.method.remote(...)` for an object living in this process (verl holds Ray actor handles)."""
-
-    def __init__(self, target):
-        self._target = target
-
-    def __getattr__(self, name):
-        method = getattr(self._target, name)
-        return SimpleNamespace(remote=lambda *args, **kwargs: asyncio.ensure_future(method(*args, **kwargs)))
 
 
 @pytest.fixture(scope="module")
@@ -80,58 +68,17 @@ def setup(tmp_path_factory, transfer_queue):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     server = LocalTokenServer(model, [tokenizer.eos_token_id], default_max_tokens=RESPONSE, global_steps=3)
-
-    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
-    from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopWorkerTQ
-
-    async def build_worker():  # inside the loop that runs them, as in a Ray actor: both keep get_event_loop()
-        worker_cls = AgentLoopWorkerTQ.__ray_actor_class__  # the class verl runs as a Ray actor
-        return worker_cls(config, server, None, [InProcessActor(RewardLoopWorker(config))])
-
-    loop = asyncio.new_event_loop()
-    worker = loop.run_until_complete(build_worker())
-    yield SimpleNamespace(config=config, tokenizer=tokenizer, worker=worker, tq=transfer_queue, loop=loop)
-    loop.close()
+    rollout = V1Rollout(config, tokenizer, server, transfer_queue)
+    yield SimpleNamespace(config=config, tokenizer=tokenizer, worker=rollout.worker, tq=transfer_queue, rollout=rollout)
+    rollout.close()
 
 
 def dataset_batch(setup, validate=False):
-    """One dataloader batch as verl's V1 trainer submits it (trainer_base.py l.1474-1509, l.1049-1073)."""
-    from verl.utils import tensordict_utils as tu
-    from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
-
-    dataset = RLHFDataset(setup.config.data.train_files, setup.tokenizer, setup.config.data)
-    batch_dict = collate_fn([dataset[i] for i in range(len(dataset))])
-    batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(dataset))], dtype=object)  # as verl does
-    batch = tu.get_tensordict(batch_dict)
-    tu.assign_non_tensor_data(batch, "global_steps", 3)
-    if validate:
-        tu.assign_non_tensor_data(batch, "validate", True)
-    else:
-        batch[R.PROMPT_SPLIT_LENGTH] = torch.as_tensor(SPLITS)  # as skpo_verl's V1 trainer shim adds it
-    return batch
+    return setup.rollout.dataset_batch(None if validate else SPLITS, validate=validate)
 
 
 def generate(setup, batch, partition):
-    tq, worker = setup.tq, setup.worker
-    uids = list(batch["uid"])
-    tags = [{"is_prompt": True, "status": "pending", "global_steps": 3} for _ in uids]
-    tq.kv_batch_put(keys=uids, partition_id=partition, tags=tags)
-
-    async def run():
-        await worker.generate_sequences(batch)
-        while worker.background_tasks:
-            await asyncio.gather(*list(worker.background_tasks))
-
-    setup.loop.run_until_complete(asyncio.wait_for(run(), timeout=120))
-    listing = tq.kv_list(partition)[partition]
-    return uids, listing
-
-
-def question_ids(tokenizer, problem):
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": problem}], add_generation_prompt=True, tokenize=False
-    )
-    return tokenizer.encode(text, add_special_tokens=False)
+    return setup.rollout.generate(batch, partition)
 
 
 def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_with_rewards(setup):
@@ -156,7 +103,7 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
         "uid",
         "index",
         "session_id",
-        *R.SKPO_FIELDS,
+        *R.ROLLOUT_FIELDS,
     ]
     data = setup.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=fields)
     rows = {key: i for i, key in enumerate(row_keys)}
@@ -192,7 +139,8 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
 def test_the_skpo_estimator_consumes_the_stored_rows(setup):
     """The driver's path (patches/trainer_v1.py `_compute_advantage`): fetch the row-contract fields from
     TransferQueue, build SKPORows, run the registered `skpo` estimator; advantages recomputed by hand."""
-    from skpo_verl.patches.trainer_v1 import ESTIMATOR_FIELDS, rows_from_fields
+    from skpo_verl.patches.trainer_v1 import rows_from_fields
+    from skpo_verl.rows import ESTIMATOR_FIELDS
 
     from skpo_verl.config import skpo_config_from_algorithm
     from skpo_verl.training.estimator import compute_skpo_advantage
@@ -247,7 +195,7 @@ def test_validation_rollout_is_plain_single_turn_from_q(setup):
     row_keys = sorted(key for key in listing if key not in uids)
     assert row_keys == sorted(f"{uid}_{s}_0" for uid in uids for s in range(2))  # val_kwargs.n sessions, one row each
     data = setup.tq.kv_batch_get(
-        keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.SKPO_FIELDS]
+        keys=row_keys, partition_id="val", select_fields=["prompts", "rm_scores", *R.ROLLOUT_FIELDS]
     )
     for i, key in enumerate(row_keys):
         problem = PROBLEMS[uids.index(key.rsplit("_", 2)[0])]

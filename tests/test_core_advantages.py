@@ -72,11 +72,22 @@ def test_upstream_rewards_mc_mean_is_the_mean_of_the_groups_answers():
     np.testing.assert_array_equal(out, [0.0, 0.5])
 
 
-def test_upstream_rewards_single_is_the_session_zero_answer():
+def test_upstream_rewards_first_answer_is_the_session_zero_answer():
     rewards, groups, sessions = _rows()
     # b: session 0 is row 5, reward -1; a: session 0 is row 2, reward 1
-    out = upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "single", sessions)
+    out = upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "first_answer", sessions)
     np.testing.assert_array_equal(out, [-1.0, 1.0])
+
+
+def test_upstream_rewards_own_completion_is_each_upstream_rows_completion_reward():
+    rewards, groups, sessions = _rows()
+    # "w/o MC": R_I is the kept candidate's own completion, whatever its group's answers scored
+    out = upstream_rewards(
+        rewards, groups, np.array(["b", "a"], dtype=object), "own_completion", completion_rewards=np.array([1.0, -1.0])
+    )
+    np.testing.assert_array_equal(out, [1.0, -1.0])
+    with pytest.raises(ValueError, match="one completion reward per upstream row"):
+        upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "own_completion")
 
 
 def test_upstream_rewards_reject_a_group_without_downstream_rows():
@@ -85,13 +96,13 @@ def test_upstream_rewards_reject_a_group_without_downstream_rows():
         upstream_rewards(rewards, groups, np.array(["a", "c"], dtype=object), "mc_mean", sessions)
 
 
-def test_upstream_rewards_single_needs_exactly_one_session_zero():
+def test_upstream_rewards_first_answer_needs_exactly_one_session_zero():
     rewards, groups, sessions = _rows()
-    with pytest.raises(ValueError, match="sessions_down"):
-        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "single")
+    with pytest.raises(ValueError, match="one session number per downstream reward"):
+        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "first_answer")
     sessions[0] = 0  # group a now has two session-0 answers
     with pytest.raises(ValueError, match="2 downstream rows with session 0"):
-        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "single", sessions)
+        upstream_rewards(rewards, groups, np.array(["a"], dtype=object), "first_answer", sessions)
 
 
 def test_upstream_rewards_reject_unknown_mode():
@@ -126,3 +137,16 @@ def test_upstream_advantages_empty_and_malformed():
         upstream_advantages(np.array([0.5, 0.0]), np.array([0.0]), EPS)
     with pytest.raises(ValueError):
         upstream_advantages(np.array([math.inf]), np.array([0.0]), EPS)
+
+
+def test_downstream_batch_norm_divides_group_centred_rewards_by_one_batch_std():
+    # group a: [1, -1] -> centred [1, -1]; group b: [1, 1, 1] -> constant, centred [0, 0, 0]
+    rewards = np.array([1.0, -1.0, 1.0, 1.0, 1.0])
+    groups = np.array(["a", "a", "b", "b", "b"], dtype=object)
+    # batch std (ddof=1) of [1, -1, 0, 0, 0] = sqrt(2 / 4) = 0.7071...
+    out = downstream_advantages(rewards, groups, eps=0.0, norm="batch")
+    np.testing.assert_allclose(out, [2**0.5, -(2**0.5), 0.0, 0.0, 0.0])
+    # per group (Eq. 5): group a's own std is sqrt(2), so +-1/sqrt(2)
+    np.testing.assert_allclose(downstream_advantages(rewards, groups, eps=0.0), [2**-0.5, -(2**-0.5), 0, 0, 0])
+    with pytest.raises(ValueError, match="'group' or 'batch'"):
+        downstream_advantages(rewards, groups, eps=0.0, norm="global")

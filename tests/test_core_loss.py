@@ -129,6 +129,12 @@ def test_skpo_loss_normalises_by_global_counts_and_weights_the_roles():
             "upstream_clipfrac": 1 / 3,
             "downstream_clipfrac": 0.5,
             "ratio_mean": 0.96,
+            # per-token weights before scale: 0.5 / (3 tokens x 4 rows), 0.5 / 10 tokens
+            "upstream_token_weight": 1 / 24,
+            "downstream_token_weight": 0.05,
+            # the gradient w.r.t. log pi above, before scale: |[-1/24, 0, -1/48]|, |[0.11, 0.08]|
+            "upstream_grad_norm": 5**0.5 / 48,
+            "downstream_grad_norm": 0.0185**0.5,
         },
         abs=1e-12,
     )
@@ -161,7 +167,10 @@ def test_skpo_loss_micro_batch_of_padding_gives_zero_with_a_working_backward():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.all(log_prob.grad == 0)
-    assert set(metrics) == {"upstream", "downstream", "upstream_clipfrac", "downstream_clipfrac", "ratio_mean"}
+    assert set(metrics) == {
+        "upstream", "downstream", "upstream_clipfrac", "downstream_clipfrac", "ratio_mean",
+        "upstream_token_weight", "downstream_token_weight", "upstream_grad_norm", "downstream_grad_norm",
+    }
     assert all(value == 0.0 for value in metrics.values())
 
 

@@ -7,6 +7,8 @@ import torch
 import torch.multiprocessing as mp
 from tensordict import TensorDict
 
+from engine_stub import stub_engine_class
+
 # Rank r's mini-batch: rank 0 has 1 upstream row (2 tokens) + downstream rows of 3 and 1 tokens;
 # rank 1 has 1 upstream row, 1 padding copy of it (0 tokens) and a downstream row of 5 tokens.
 RANK_ROWS = {
@@ -16,23 +18,9 @@ RANK_ROWS = {
 
 
 def _engine_class():
-    from verl.workers.engine.base import BaseEngine
-
-    class RecordingEngine(BaseEngine):
+    class RecordingEngine(stub_engine_class()):
         def __init__(self):
             self.seen = None
-
-        def optimizer_zero_grad(self):
-            return None
-
-        def optimizer_step(self):
-            return 0.0
-
-        def is_mp_src_rank_with_outputs(self):
-            return False
-
-        def get_data_parallel_group(self):
-            return None  # the default (world) group
 
         def forward_backward_batch(self, data, loss_function, forward_only=False):
             from verl.utils import tensordict_utils as tu

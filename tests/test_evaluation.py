@@ -9,7 +9,6 @@ import shutil
 import pytest
 
 from skpo_verl.evaluation import cli, scoring, table
-from skpo_verl.evaluation.generate import generate
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 RESULTS = os.path.join(FIXTURES, "results_table1.json")
@@ -72,8 +71,8 @@ def test_chart_has_one_bar_per_present_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Figure, "savefig", lambda figure, path, dpi: saved.update(figure=figure))
     table.render_chart(table.load_results(RESULTS), str(tmp_path / "chart.png"))
     llama, toy = saved["figure"].axes
-    # Llama group: 3 + 3 + 1 + 2 + 1 + 1 + 3 cells; Toy: 2 rows x 7 columns (with Avg.).
-    assert (len(llama.patches), len(toy.patches)) == (14, 14)
+    # Llama group: 3 + 3 + 1 + 2 + 1 + 1 + 3 cells; Toy: 2 rows x 9 columns (with Avg.).
+    assert (len(llama.patches), len(toy.patches)) == (14, 18)
     assert [label.get_text() for label in llama.get_xticklabels()][-1] == "Avg."
 
 
@@ -88,7 +87,7 @@ def test_score_command_adds_a_row_and_rerenders(tmp_path):
     assert cli.main(args) == 0
     entry = table.load_results(str(results))["entries"][-1]
     assert entry == {"base_model": "Toy", "method": "C", "scores": {"math500": 100.0, "aime2025": 25.0}}
-    assert "| C | – | **25.0** | – | **100.0** | – | – | – |" in (tmp_path / "table1.md").read_text()
+    assert "| C | – | **25.0** | – | **100.0** | – | – | – | – | – |" in (tmp_path / "table1.md").read_text()
     # Scoring the same method again replaces its row instead of adding one.
     assert cli.main(args) == 0
     assert len(table.load_results(str(results))["entries"]) == 10
@@ -99,14 +98,6 @@ def test_results_entry_without_scores_is_refused(tmp_path):
     bad.write_text(json.dumps({"entries": [{"base_model": "X", "method": "Y"}]}))
     with pytest.raises(ValueError, match="entry 0 lacks scores"):
         table.load_results(str(bad))
-
-
-def test_generation_without_vllm_says_how_to_proceed(tmp_path, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, as on a CPU machine
-    with pytest.raises(RuntimeError, match="skpo-evaluate score --generations"):
-        generate("model", str(tmp_path), str(tmp_path / "gen.jsonl"))
 
 
 def test_score_command_reports_a_short_problem_without_a_traceback(tmp_path, capsys):

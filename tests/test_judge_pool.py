@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from skpo_verl.reward.judge_pool import JudgeFailed, JudgePool, JudgeTimeout
+from skpo_verl.reward.judge_pool import JudgeFailed, JudgePool, JudgesUnavailable, JudgeTimeout
 
 
 def gone(pid: int, within_s: float = 10.0) -> bool:
@@ -135,3 +135,68 @@ def test_exit_with_parent_ends_a_process_blocked_in_the_function():
         parent.kill()
         parent.wait()
     assert gone(orphan, within_s=5)
+
+
+# ---- judging itself broken: JudgesUnavailable, not one failed answer after another ----
+
+
+def test_a_run_of_crashing_calls_makes_the_pool_unavailable():
+    # os._exit(1) ends the judge process mid-call, as a segfault or the OOM killer would.
+    judges = JudgePool("os:_exit", size=1, max_consecutive_failures=3)
+    try:
+        for _ in range(2):
+            with pytest.raises(JudgeFailed, match="judge process ended"):
+                judges.call((1,), timeout_s=30)
+        with pytest.raises(JudgesUnavailable, match="3 judge calls in a row failed"):
+            judges.call((1,), timeout_s=30)
+        pids = judges.pids
+        # From now on every call fails at once, with the first cause, and starts nothing.
+        with pytest.raises(JudgesUnavailable, match="3 judge calls in a row failed"):
+            judges.call((1,), timeout_s=30)
+        assert judges.pids == pids
+    finally:
+        judges.close()
+
+
+def test_a_verdict_resets_the_failure_count():
+    judges = JudgePool("operator:truediv", size=1, max_consecutive_failures=2)
+    try:
+        with pytest.raises(JudgeFailed, match="ZeroDivisionError"):
+            judges.call((1, 0), timeout_s=30)
+        assert judges.call((1, 2), timeout_s=30) == 0.5
+        with pytest.raises(JudgeFailed, match="ZeroDivisionError"):
+            judges.call((1, 0), timeout_s=30)
+        with pytest.raises(JudgesUnavailable, match="2 judge calls in a row failed.*ZeroDivisionError"):
+            judges.call((1, 0), timeout_s=30)
+    finally:
+        judges.close()
+
+
+def test_a_function_that_cannot_be_imported_is_a_start_failure_naming_the_import():
+    judges = JudgePool("no_such_judge_module:judge", size=1)
+    try:
+        with pytest.raises(JudgesUnavailable, match="could not start: ModuleNotFoundError: No module named "):
+            judges.call((1,), timeout_s=30)
+    finally:
+        judges.close()
+
+
+def test_a_judge_that_crashes_while_starting_reports_its_exit_status(tmp_path, monkeypatch):
+    (tmp_path / "crash_on_import.py").write_text("import os\nos._exit(7)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # judge processes get the owner's sys.path
+    judges = JudgePool("operator:truediv", size=1, warm_modules=("crash_on_import",))
+    try:
+        with pytest.raises(JudgesUnavailable, match="exited with status 7 while starting"):
+            judges.call((1, 2), timeout_s=30)
+    finally:
+        judges.close()
+
+
+def test_a_judge_process_that_cannot_be_created_is_a_start_failure(monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    judges = JudgePool("operator:truediv", size=1)
+    try:
+        with pytest.raises(JudgesUnavailable, match="could not start a judge process .FileNotFoundError"):
+            judges.call((1, 2), timeout_s=30)
+    finally:
+        judges.close()

@@ -152,7 +152,7 @@ def test_qwen_math_launcher_caps_answers_at_its_4096_token_context(tmp_path):
     ("name", "key", "value"),
     [
         ("ablations/wo_skip.sh", "conditioning", "continual"),
-        ("ablations/wo_mc.sh", "upstream_reward", "single"),
+        ("ablations/wo_mc.sh", "upstream_reward", "own_completion"),
         ("ablations/fixed_split.sh", "split_rule", "fixed"),
         ("ablations/extreme_selection.sh", "selection", "extreme"),
     ],

@@ -38,11 +38,11 @@ def _create_rl_sampler(skpo_overrides, dataset):
         trainer_v1._building_dataloader.reset(token)
 
 
-def test_verl_gets_our_sampler_only_when_prioritized_sampling_is_on():
+def test_verl_gets_our_sampler_by_default_as_in_the_paper_and_its_own_when_turned_off():
     sampler, _ = _create_rl_sampler({}, _Dataset([3, 4]))
-    assert type(sampler).__name__ == "SequentialSampler"
-    sampler, state = _create_rl_sampler({"prioritized_sampling": True}, _Dataset([3, 4]))
     assert isinstance(sampler, PrioritizedSampler)
+    sampler, state = _create_rl_sampler({"prioritized_sampling": False}, _Dataset([3, 4]))
+    assert type(sampler).__name__ == "SequentialSampler"
 
 
 def test_the_training_dataset_is_checked_for_prompt_keys_even_without_prioritized_sampling():

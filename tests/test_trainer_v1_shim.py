@@ -15,7 +15,7 @@ import torch
 
 from skpo_verl.config import SKPOConfig
 from skpo_verl.training.state import STATE_FILE, SKPOState
-from skpo_verl.verl_config import compose_ppo_config
+from v1_trainer import v1_trainer
 
 SKPO = [
     "algorithm.adv_estimator=skpo",
@@ -27,21 +27,7 @@ SKPO = [
 
 
 def _trainer(overrides=(), step=5):
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-
-    class Trainer(PPOTrainer):
-        def on_step_end(self):
-            return None
-
-        def on_sample_end(self):
-            return None
-
-    trainer = object.__new__(Trainer)
-    trainer.config = compose_ppo_config(SKPO + list(overrides))
-    trainer.skpo_state = SKPOState(SKPOConfig())
-    trainer.global_steps = step
-    trainer.use_critic = False
-    return trainer
+    return v1_trainer(SKPO + list(overrides), step=step)
 
 
 def _row(uid, index, session, upstream, response_len, reward, segment_len=3):
@@ -62,6 +48,7 @@ def _row(uid, index, session, upstream, response_len, reward, segment_len=3):
         "skpo_segment_nll": 1.5,
         "skpo_candidate_tokens": 15,
         "skpo_early_eos_candidates": 1,
+        "skpo_completion_reward": 0.0,
     }
 
 

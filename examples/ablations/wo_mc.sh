@@ -1,18 +1,15 @@
 #!/usr/bin/env bash
-# Table 2 ablation "w/o MC (the upstream segment is rewarded by its own candidate's answer)": SKPO with +algorithm.skpo.upstream_reward=single, all else as the paper's SKPO run.
+# Table 2 ablation "w/o MC": the kept candidate is generated on to its end (q -> s -> rest) and the upstream
+# segment is rewarded by that completion's own outcome (+algorithm.skpo.upstream_reward=own_completion);
+# all else as the paper's SKPO run.
 # BASE_MODEL=llama3.2-3b-instruct (default) or qwen2.5-math-7b picks the model preset.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100).
 # Extra arguments are passed to verl last.
 set -euo pipefail
-BASE_MODEL=${BASE_MODEL:-llama3.2-3b-instruct}
-# MODEL_PATH: defaults to the BASE_MODEL preset in examples/common.sh; set it to use a local copy.
-DATA_DIR=${DATA_DIR:-$HOME/data/skpo}
-N_GPUS=${N_GPUS:-8}
-NNODES=${NNODES:-1}
-EXPERIMENT=${EXPERIMENT:-skpo_wo_mc_$BASE_MODEL}
-
+# Variables of examples/common.sh (BASE_MODEL, MODEL_PATH, DATA_DIR, N_GPUS, NNODES, ...) can be set in the environment.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+EXPERIMENT=${EXPERIMENT:-skpo_wo_mc_$BASE_MODEL}
 add_paper_settings
 add_skpo_settings
-add +algorithm.skpo.upstream_reward=single
+add +algorithm.skpo.upstream_reward=own_completion
 run_verl "$@"

@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
-# DAPO baseline of Table 1 with the paper's shared settings (SKPO.md §6); what is specific to
+# DAPO baseline of Table 1 with the paper's shared settings (docs/algorithm.md, Training setup); what is specific to
 # DAPO is in add_baseline_settings in examples/common.sh (docs/reproduction.md explains it).
 # BASE_MODEL=qwen2.5-math-7b or llama3.2-3b-instruct (default) picks the model preset.
 # Hardware: one node with 8 x 80 GB GPUs (A100/H100).
 # Extra arguments are passed to verl last.
 set -euo pipefail
-BASE_MODEL=${BASE_MODEL:-llama3.2-3b-instruct}
-# MODEL_PATH: defaults to the BASE_MODEL preset in examples/common.sh; set it to use a local copy.
-DATA_DIR=${DATA_DIR:-$HOME/data/skpo}
-N_GPUS=${N_GPUS:-8}
-NNODES=${NNODES:-1}
-EXPERIMENT=${EXPERIMENT:-dapo_$BASE_MODEL}
-
+# Variables of examples/common.sh (BASE_MODEL, MODEL_PATH, DATA_DIR, N_GPUS, NNODES, ...) can be set in the environment.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+EXPERIMENT=${EXPERIMENT:-dapo_$BASE_MODEL}
 add_paper_settings
 add_baseline_settings dapo
 run_verl "$@"

@@ -31,7 +31,7 @@ def synthetic_batch(prompts: int, rows: int, tokens: int, seed: int = 0):
 
 
 def skpo_rows(prompts: int, rows: int):
-    from skpo_verl.training.estimator import SKPORows
+    from skpo_verl.rows import SKPORows
 
     groups = np.repeat(np.array([f"u{i}" for i in range(prompts)], dtype=object), rows)
     position = np.tile(np.arange(rows), prompts)

@@ -1,4 +1,4 @@
-"""SKPO's math, as small pure functions with no verl import (SKPO.md section in brackets).
+"""SKPO's math, as small pure functions with no verl import (docs/algorithm.md section in brackets).
 
 - `split`:      the split length t_q and the early-EOS cut of candidates (§2.1-2.2)
 - `selection`:  mean NLL and the median / extreme choice of the kept segment (§2.3)

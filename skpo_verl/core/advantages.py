@@ -1,4 +1,4 @@
-"""Rewards and advantages of the two roles (SKPO.md §3-4). numpy, float64.
+"""Rewards and advantages of the two roles (docs/algorithm.md, Rewards and Advantages). numpy, float64.
 
 Downstream answers get group-relative advantages (GRPO); the upstream segment gets its MC
 reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the batch (SPO).
@@ -28,20 +28,28 @@ def _as_rewards(rewards: np.ndarray, name: str) -> np.ndarray:
     return rewards
 
 
-def downstream_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float) -> np.ndarray:
+def downstream_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float, norm: str = "group") -> np.ndarray:
     """A_i = (R_i - mean_g R) / (std_g R + eps) within each group g of answers to one prompt.
 
+    norm="group" is Eq. 5 (the default). norm="batch" is the reading of Appendix C's
+    "normalize advantages using batch statistics": the same group-centred rewards divided by
+    one std over all downstream rows of the batch, A_i = (R_i - mean_g R) / (std_B + eps),
+    std_B the sample std of the centred rewards (constant groups included, as zeros).
+
     std is the sample std (ddof = 1), as verl's GRPO (torch.std). A group whose rewards are
-    all equal, a group of one answer included, gets exactly 0 (SKPO.md §4; verl's GRPO would
+    all equal, a group of one answer included, gets exactly 0 (docs/algorithm.md, Advantages; verl's GRPO would
     pass a lone answer's raw reward through instead).
 
     Args:
         rewards: R_II, [B_down].
         groups: group label of each row (uid), [B_down].
         eps: > 0.
+        norm: "group" or "batch".
     Returns:
         A, float64 [B_down].
     """
+    if norm not in ("group", "batch"):
+        raise ValueError(f"Unknown downstream normalisation {norm!r}; expected 'group' or 'batch'.")
     rewards = _as_rewards(rewards, "downstream rewards")
     if len(groups) != len(rewards):
         raise ValueError(f"{len(rewards)} downstream rewards but {len(groups)} group labels.")
@@ -58,7 +66,10 @@ def downstream_advantages(rewards: np.ndarray, groups: np.ndarray, eps: float) -
     np.maximum.at(highest, inverse, rewards)
     np.minimum.at(lowest, inverse, rewards)
     constant = highest == lowest
-    return np.where(constant[inverse], 0.0, centred / (std[inverse] + eps))
+    centred = np.where(constant[inverse], 0.0, centred)
+    scale = std[inverse] if norm == "group" else np.full_like(centred, centred.std(ddof=1) if centred.size > 1 else 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(centred == 0.0, 0.0, centred / (scale + eps))
 
 
 def upstream_rewards(
@@ -67,31 +78,36 @@ def upstream_rewards(
     groups_up: np.ndarray,
     mode: str,
     sessions_down: np.ndarray | None = None,
+    completion_rewards: np.ndarray | None = None,
 ) -> np.ndarray:
-    """R_I for each upstream row, from the downstream answers of the same group.
+    """R_I for each upstream row.
 
-        "mc_mean":  R_I = (1/G) sum_i R_II(o_i)  over the group's downstream rows (default)
-        "single":   R_I = R_II(o_0), the answer with session 0 ("w/o MC" ablation)
+        "mc_mean":         R_I = (1/G) sum_i R_II(o_i) over the group's downstream rows (the paper)
+        "own_completion":  R_I = R(s + rest), the kept candidate's own completion ("w/o MC" ablation),
+                           given per upstream row in `completion_rewards`
+        "first_answer":    R_I = R_II(o_0), the answer of session 0 (one MC sample)
 
     Args:
         downstream_rewards: R_II, [B_down].
         groups_down: group label of each downstream row, [B_down].
         groups_up: group label of each upstream row, [B_up].
-        mode: "mc_mean" or "single".
-        sessions_down: answer number of each downstream row, [B_down]; needed by "single".
+        mode: one of the above.
+        sessions_down: answer number of each downstream row, [B_down]; needed by "first_answer".
+        completion_rewards: R(s + rest) of each upstream row, [B_up]; needed by "own_completion".
     Returns:
         R_I, float64 [B_up].
     """
     rewards = _as_rewards(downstream_rewards, "downstream rewards")
     if len(groups_down) != len(rewards):
         raise ValueError(f"{len(rewards)} downstream rewards but {len(groups_down)} group labels.")
-    if mode not in ("mc_mean", "single"):
-        raise ValueError(f"Unknown upstream reward mode {mode!r}; expected 'mc_mean' or 'single'.")
-    if mode == "single":
-        if sessions_down is None:
-            raise ValueError("Upstream reward mode 'single' needs sessions_down to find each group's session 0.")
-        if len(sessions_down) != len(rewards):
-            raise ValueError(f"{len(rewards)} downstream rewards but {len(sessions_down)} sessions.")
+    if mode not in ("mc_mean", "own_completion", "first_answer"):
+        raise ValueError(f"Unknown upstream reward mode {mode!r}; expected mc_mean, own_completion or first_answer.")
+    if mode == "first_answer" and (sessions_down is None or len(sessions_down) != len(rewards)):
+        raise ValueError("Upstream reward mode 'first_answer' needs one session number per downstream reward.")
+    if mode == "own_completion":
+        if completion_rewards is None or len(completion_rewards) != len(groups_up):
+            raise ValueError("Upstream reward mode 'own_completion' needs one completion reward per upstream row.")
+        completion_rewards = _as_rewards(completion_rewards, "completion rewards")
 
     rows_of_group: dict[Hashable, list[int]] = {}
     for row, group in enumerate(groups_down):
@@ -107,14 +123,16 @@ def upstream_rewards(
             )
         if mode == "mc_mean":
             out[i] = rewards[rows].mean()
-            continue
-        first = [row for row in rows if sessions_down[row] == 0]
-        if len(first) != 1:
-            raise ValueError(
-                f"Upstream group {group!r} has {len(first)} downstream rows with session 0; mode 'single' needs "
-                "exactly one."
-            )
-        out[i] = rewards[first[0]]
+        elif mode == "own_completion":
+            out[i] = completion_rewards[i]
+        else:
+            first = [row for row in rows if sessions_down[row] == 0]
+            if len(first) != 1:
+                raise ValueError(
+                    f"Upstream group {group!r} has {len(first)} downstream rows with session 0; mode "
+                    "'first_answer' needs exactly one."
+                )
+            out[i] = rewards[first[0]]
     return out
 
 

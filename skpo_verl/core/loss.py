@@ -1,4 +1,4 @@
-"""SKPO's asymmetric policy loss (SKPO.md §5). torch, pure and differentiable.
+"""SKPO's asymmetric policy loss (docs/algorithm.md, Loss). torch, pure and differentiable.
 
 Upstream rows (prompt q, segment s) use the standard PPO clip, averaged per sequence;
 downstream rows (prompt [s, q], answer o_i) use CISPO's clipped, stop-gradient importance
@@ -123,7 +123,14 @@ def skpo_loss(
         upstream / downstream: the two terms' shares before weights and scale,
         upstream_clipfrac: fraction of upstream tokens whose PPO clip is active,
         downstream_clipfrac: fraction of downstream tokens whose weight was clipped,
-        ratio_mean: mean r_t over all response tokens (0 when there are none).
+        ratio_mean: mean r_t over all response tokens (0 when there are none),
+        upstream_token_weight / downstream_token_weight: the mean weight one token of each
+            term carries in the loss, w_up / (|s_b| upstream_rows) and w_down / downstream_tokens
+            (before `scale`),
+        upstream_grad_norm / downstream_grad_norm: each term's share of the update, as the L2
+            norm of its gradient with respect to this micro-batch's token log-probs (closed
+            form, no extra backward pass; a proxy for the parameter-gradient norms, which
+            would need one backward pass per term).
     """
     mask = mask.bool()
     is_upstream = is_upstream.bool()
@@ -158,12 +165,23 @@ def skpo_loss(
         weight_clipped = (down_ratio < 1.0 - downstream_clip_low) | (down_ratio > 1.0 + downstream_clip_high)
         tokens = local_down_tokens + int(mask[up].sum())
         ratio_sum = float((up_ratio * mask[up]).sum() + (down_ratio * mask[down]).sum())
+        up_lengths = mask[up].sum(dim=-1, keepdim=True).clamp(min=1).to(log_prob.dtype)
+        up_token_weight = upstream_weight / (up_lengths * max(upstream_rows, 1))
+        down_token_weight = downstream_weight / max(downstream_tokens, 1)
+        # d(term)/d(log pi_t): PPO's unclipped branch -r A (0 where the clip is active); CISPO's -clip(r) A.
+        up_grad = torch.where(ppo_clipped | ~mask[up], 0.0, -up_ratio * advantages[up]) * up_token_weight
+        down_weight = torch.clamp(down_ratio, 1.0 - downstream_clip_low, 1.0 + downstream_clip_high)
+        down_grad = torch.where(mask[down], -down_weight * advantages[down], 0.0) * down_token_weight
         metrics = {
             "upstream": float(upstream),
             "downstream": float(downstream),
             "upstream_clipfrac": _masked_mean(ppo_clipped, mask[up]),
             "downstream_clipfrac": _masked_mean(weight_clipped, mask[down]),
             "ratio_mean": ratio_sum / tokens if tokens else 0.0,
+            "upstream_token_weight": _masked_mean(up_token_weight.expand_as(mask[up]), mask[up]),
+            "downstream_token_weight": down_token_weight if local_down_tokens else 0.0,
+            "upstream_grad_norm": float(up_grad.double().norm()),
+            "downstream_grad_norm": float(down_grad.double().norm()),
         }
     return loss, metrics
 

@@ -1,4 +1,4 @@
-"""SPO's prioritized prompt sampling (SKPO.md §4): favour prompts the policy half-solves.
+"""SPO's prioritized prompt sampling (docs/algorithm.md, Sampling): favour prompts the policy half-solves.
 
 Framework-free: no torch import; `skpo_verl.training.sampler` wraps it as a torch Sampler.
 """

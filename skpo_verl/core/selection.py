@@ -1,4 +1,4 @@
-"""Selecting the kept upstream segment among G candidates (SKPO.md §2.3)."""
+"""Selecting the kept upstream segment among G candidates (docs/algorithm.md, Rollout step 4)."""
 
 from __future__ import annotations
 
@@ -46,10 +46,15 @@ def select_extreme(nlls: Sequence[float], step: int) -> int:
     return int(np.argmin(nlls) if step % 2 == 0 else np.argmax(nlls))
 
 
+# The one selection table: rule name -> chooser(nlls, step) -> index of the kept candidate.
+SELECTION_RULES = {
+    "median": lambda nlls, step: select_median(nlls),
+    "extreme": select_extreme,
+}
+
+
 def select_segment(nlls: Sequence[float], rule: str, step: int) -> int:
-    """Index of the kept candidate under `rule` ("median" or "extreme")."""
-    if rule == "median":
-        return select_median(nlls)
-    if rule == "extreme":
-        return select_extreme(nlls, step)
-    raise ValueError(f"Unknown selection rule {rule!r}; expected 'median' or 'extreme'.")
+    """Index of the kept candidate under `rule` (a key of SELECTION_RULES)."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"Unknown selection rule {rule!r}; expected one of {', '.join(SELECTION_RULES)}.")
+    return SELECTION_RULES[rule](nlls, step)

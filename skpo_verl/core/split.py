@@ -1,4 +1,4 @@
-"""The split point t_q (SKPO.md §2.1-2.2): where the upstream segment ends.
+"""The split point t_q (docs/algorithm.md, Rollout steps 1-3): where the upstream segment ends.
 
 t_q ~ Uniform[low * L_q, high * L_q] in integer tokens, at least 1 (paper: low = 1/6,
 high = 1/2, L_q the prompt's running mean response length).
@@ -49,7 +49,7 @@ def fixed_split_length(mean_length: float, low: float, high: float, step: int) -
 
 
 def cut_early_candidate(length: int, split_length: int, ended: bool) -> int:
-    """Tokens kept from one candidate segment (SKPO.md §2.2).
+    """Tokens kept from one candidate segment (docs/algorithm.md, Rollout step 3).
 
         kept = max(1, length // 2)         if the candidate ended (EOS) within t_q tokens
         kept = min(length, split_length)   otherwise
@@ -69,3 +69,18 @@ def cut_early_candidate(length: int, split_length: int, ended: bool) -> int:
     if ended and length <= split_length:
         return max(1, length // 2)
     return min(length, split_length)
+
+
+def split_length(rule: str, mean_length: float, low: float, high: float, step: int, rng: np.random.Generator) -> int:
+    """t_q under `rule` (a key of SPLIT_RULES): the one dispatch used by the driver and the agent loop.
+
+    "adaptive" draws from `rng` (the paper); "fixed" alternates the bounds by step and ignores `rng`.
+    """
+    if rule == "adaptive":
+        return sample_split_length(mean_length, low, high, rng)
+    if rule == "fixed":
+        return fixed_split_length(mean_length, low, high, step)
+    raise ValueError(f"Unknown split rule {rule!r}; expected one of {', '.join(SPLIT_RULES)}.")
+
+
+SPLIT_RULES = ("adaptive", "fixed")

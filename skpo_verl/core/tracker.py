@@ -1,4 +1,4 @@
-"""Per-prompt trackers (SKPO.md §4): the value tracker V(q) and the length tracker L_q.
+"""Per-prompt trackers (docs/algorithm.md, Trackers): the value tracker V(q) and the length tracker L_q.
 
 Both follow SPO's KL-adaptive Beta/EMA tracker. With a forgetting factor rho in (0, 1],
 

@@ -1,6 +1,9 @@
-"""Evaluation with the paper's protocol: generate (vLLM), score saved generations, render Table 1.
+"""Evaluation with the paper's protocol: generate (vllm, hf or an OpenAI-compatible server),
+score saved generations, render Table 1.
 
-`protocol.py` the benchmarks and sample counts, `generate.py` the only GPU part, `scoring.py`
-avg@k from a generations file, `table.py` Markdown/CSV/bar chart, `cli.py` the
-`skpo-evaluate` command. See docs/evaluation.md.
+`protocol.py` the eight benchmarks, sample counts and graders, `backends.py` the generation
+backends (shared with `skpo-analyze`), `generate.py` resumable sampling, `scoring.py` avg@k from
+a generations file, `choice.py` the MMLU-Pro grader, `sandbox.py` (+ `sandbox_child.py`) the
+LiveCodeBench grader, `table.py` Markdown/CSV/bar chart, `cli.py` the `skpo-evaluate` command.
+See docs/evaluation.md.
 """

@@ -1,6 +1,8 @@
 """`skpo-evaluate`: the paper's evaluation, in three steps that can run on different machines.
 
-    skpo-evaluate generate --model CKPT --data-dir ~/data/skpo --generations gen.jsonl   # GPU, vLLM
+    skpo-evaluate generate --model CKPT --data-dir ~/data/skpo --generations gen.jsonl   # vLLM (GPU)
+    skpo-evaluate generate --backend hf --model CKPT ...                                  # CPU or GPU
+    skpo-evaluate generate --backend openai --base-url http://127.0.0.1:8000/v1 --model NAME ...
     skpo-evaluate score --generations gen.jsonl --base-model Llama-3.2-3B-Instruct --method SKPO \\
         --results results.json                                                            # CPU
     skpo-evaluate render --results results.json --out-dir tables/                         # CPU
@@ -15,25 +17,45 @@ import argparse
 import os
 import sys
 
+import openai
+
 from skpo_verl.evaluation import scoring, table
-from skpo_verl.evaluation.generate import Sampling, generate
-from skpo_verl.evaluation.protocol import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+from skpo_verl.evaluation.backends import Sampling, add_backend_arguments, make_backend
+from skpo_verl.evaluation.generate import generate
+from skpo_verl.evaluation.protocol import (
+    BENCHMARKS,
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    benchmark,
+)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
+    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P)
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def sampling_from(args: argparse.Namespace) -> Sampling:
+    return Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="skpo-evaluate", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="sample answers with vLLM (GPU)")
-    gen.add_argument("--model", required=True, help="checkpoint path or model id (a merged HF checkpoint)")
+    gen = commands.add_parser("generate", help="sample answers (vllm, hf or an OpenAI-compatible server)")
     gen.add_argument("--data-dir", required=True, help="folder with the benchmark parquets from skpo-prepare-data")
-    gen.add_argument("--generations", required=True, help="output JSON-lines file")
-    gen.add_argument("--prompt-format", choices=("chat", "plain"), default="chat", help="plain for base models")
-    gen.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE)
-    gen.add_argument("--top-p", type=float, default=DEFAULT_TOP_P)
-    gen.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--tensor-parallel-size", type=int, default=1)
+    gen.add_argument("--generations", required=True, help="output JSON-lines file (appended to: reruns resume)")
+    gen.add_argument(
+        "--benchmarks",
+        default=",".join(bench.data_source for bench in BENCHMARKS),
+        help="comma-separated data_sources (default: all eight Table 1 benchmarks)",
+    )
+    add_sampling_arguments(gen)
+    add_backend_arguments(gen)
 
     score = commands.add_parser("score", help="judge saved generations, add a results row, render the tables")
     score.add_argument("--generations", required=True)
@@ -49,15 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    sampling = Sampling(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
-    generate(
-        args.model,
-        args.data_dir,
-        args.generations,
-        sampling=sampling,
-        prompt_format=args.prompt_format,
-        tensor_parallel_size=args.tensor_parallel_size,
-    )
+    benchmarks = [benchmark(name.strip()) for name in args.benchmarks.split(",") if name.strip()]
+    written = generate(make_backend(args), args.data_dir, args.generations, sampling_from(args), benchmarks)
+    print(f"{written} samples written to {args.generations}")
 
 
 def run_score(args: argparse.Namespace) -> None:
@@ -81,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         {"generate": run_generate, "score": run_score, "render": run_render}[args.command](args)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"skpo-evaluate: error: {error}", file=sys.stderr)
+        return 1
+    except openai.OpenAIError as error:
+        print(f"skpo-evaluate: error: the server failed after retries ({error}); rerun to resume.", file=sys.stderr)
         return 1
     return 0
 

@@ -1,85 +1,78 @@
-"""Sample k answers per benchmark problem with vLLM (the only part that needs a GPU).
+"""Sample k answers per benchmark problem with any backend (vllm, hf, openai), resumably.
 
-Kept thin on purpose: everything after generation (judging, avg@k, tables) runs on CPU from
-the generations file this writes. Prompts are the parquet's chat messages, rendered with the
-model's chat template or, for base models, the plain template the training launchers use
-(examples/common.sh PLAIN_CHAT_TEMPLATE).
+Everything after generation (judging, avg@k, tables) runs on CPU from the generations file
+this writes. Each sample is appended as soon as it exists, keyed by (data_source, index,
+sample); a rerun with the same file skips the keys already there, so an interrupted run
+(a crashed server, a killed job) continues where it stopped. Sample number n of every problem
+is requested with seed `seed + n` (backends that take a seed per request: vllm, openai).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from typing import Sequence
 
 import pandas as pd
+from tqdm import tqdm
 
-from skpo_verl.evaluation.protocol import (
-    BENCHMARKS,
-    DEFAULT_MAX_TOKENS,
-    DEFAULT_TEMPERATURE,
-    DEFAULT_TOP_P,
-    Benchmark,
-)
-
-PLAIN_CHAT_TEMPLATE = "{% for message in messages %}{{ message.content }}{% endfor %}"
+from skpo_verl.evaluation.backends import Backend, Request, Sampling
+from skpo_verl.evaluation.protocol import BENCHMARKS, Benchmark
 
 
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    seed: int = 0
+def done_keys(path: str) -> set[tuple[str, int, int]]:
+    """(data_source, index, sample) of every complete line already in the generations file."""
+    if not os.path.exists(path):
+        return set()
+    keys = set()
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith("\n"):
+                raise ValueError(
+                    f"{path}: line {number} is cut off (the previous run died while writing it); "
+                    "delete that last line and rerun to resume."
+                )
+            record = json.loads(line)
+            keys.add((record["data_source"], int(record["index"]), int(record["sample"])))
+    return keys
 
 
-def import_vllm():
-    try:
-        import vllm
-    except ImportError as error:
-        raise RuntimeError(
-            "Generation needs vLLM, which is not installed here: `pip install 'skpo-verl[gpu]'` on a GPU machine, "
-            "or generate elsewhere and run `skpo-evaluate score --generations FILE` here."
-        ) from error
-    return vllm
+def load_benchmark(data_dir: str, bench: Benchmark) -> pd.DataFrame:
+    path = os.path.join(data_dir, f"{bench.data_source}.parquet")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} is missing; write it with `skpo-prepare-data --source {bench.data_source} --output-dir {data_dir}`, "
+            "or leave the benchmark out with --benchmarks."
+        )
+    return pd.read_parquet(path)
 
 
 def generate(
-    model_path: str,
+    backend: Backend,
     data_dir: str,
     out_path: str,
     sampling: Sampling = Sampling(),
-    prompt_format: str = "chat",
-    tensor_parallel_size: int = 1,
-    benchmarks: tuple[Benchmark, ...] = BENCHMARKS,
-) -> None:
-    """Write one JSON line per sample: data_source, index, sample, ground_truth, response."""
-    vllm = import_vllm()
-    llm = vllm.LLM(model=model_path, tensor_parallel_size=tensor_parallel_size, seed=sampling.seed)
-    tokenizer = llm.get_tokenizer()
-    if prompt_format == "plain":
-        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
-    with open(out_path, "w") as out:
-        for bench in benchmarks:
-            rows = pd.read_parquet(os.path.join(data_dir, f"{bench.data_source}.parquet"))
-            prompts = [
-                tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=False)
-                for prompt in rows["prompt"]
-            ]
-            params = vllm.SamplingParams(
-                n=bench.samples,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_tokens,
-                seed=sampling.seed,
-            )
-            for row, result in zip(rows.itertuples(), llm.generate(prompts, params)):
-                for number, completion in enumerate(result.outputs):
-                    record = {
-                        "data_source": row.data_source,
-                        "index": int(row.extra_info["index"]),
-                        "sample": number,
-                        "ground_truth": row.reward_model["ground_truth"],
-                        "response": completion.text,
-                    }
-                    out.write(json.dumps(record) + "\n")
+    benchmarks: Sequence[Benchmark] = BENCHMARKS,
+) -> int:
+    """Append the missing samples to out_path (JSON lines: data_source, index, sample, ground_truth,
+    response); returns how many were generated."""
+    done = done_keys(out_path)
+    records, requests = [], []
+    for bench in benchmarks:
+        for row in load_benchmark(data_dir, bench).itertuples():
+            index = int(row.extra_info["index"])
+            for sample in range(bench.samples):
+                if (row.data_source, index, sample) in done:
+                    continue
+                records.append({
+                    "data_source": row.data_source, "index": index, "sample": sample,
+                    "ground_truth": row.reward_model["ground_truth"],
+                })
+                requests.append(Request(messages=tuple(dict(m) for m in row.prompt), seed=sampling.seed + sample))
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path, "a") as out:
+        progress = tqdm(backend.complete(requests, sampling), total=len(requests), desc="generating", unit="sample")
+        for position, text in progress:
+            out.write(json.dumps(dict(records[position], response=text)) + "\n")
+            out.flush()
+    return len(requests)

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol (SKPO.md §6): which benchmarks, how many samples each."""
+"""The paper's evaluation protocol (Table 1): which benchmarks, how many samples each, how each is graded."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ class Benchmark:
     data_source: str  # as written by data_prep, and the parquet's file name
     column: str  # Table 1 column title
     samples: int  # k in avg@k
+    grader: str = "math"  # "math" (the SKPO reward), "choice" (letter A-J) or "code" (run the tests)
 
 
 BENCHMARKS = (
@@ -18,7 +19,9 @@ BENCHMARKS = (
     Benchmark("amc2023", "AMC", 3),
     Benchmark("math500", "MATH", 3),
     Benchmark("minerva", "Minerva", 3),
-    Benchmark("olympiadbench", "Olympiad", 3),
+    Benchmark("olympiadbench", "OlympiadBench", 3),
+    Benchmark("mmlu_pro", "MMLU-Pro", 3, grader="choice"),
+    Benchmark("livecodebench", "LiveCodeBench", 3, grader="code"),
 )
 AVERAGE_COLUMN = "Avg."
 

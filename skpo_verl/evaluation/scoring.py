@@ -1,4 +1,5 @@
-"""avg@k from saved generations, with SKPO's ±1 reward as the judge.
+"""avg@k from saved generations: SKPO's ±1 reward judges the math sets, `choice.py` MMLU-Pro,
+`sandbox.py` LiveCodeBench (each benchmark's `grader` in protocol.py).
 
 Generations file: JSON lines `{"data_source", "index", "ground_truth", "response"}`, one per
 sample (written by `generate.py`, or by any other generator). avg@k of a benchmark =
@@ -14,7 +15,9 @@ from typing import Iterable
 
 from tqdm import tqdm
 
-from skpo_verl.evaluation.protocol import benchmark
+from skpo_verl.evaluation.choice import judge_choice
+from skpo_verl.evaluation.protocol import BENCHMARKS, benchmark
+from skpo_verl.evaluation.sandbox import judge_code
 from skpo_verl.reward.score import DEFAULT_POOL_PROCESSES, compute_score
 
 
@@ -27,10 +30,21 @@ def judge_all(generations: list[dict], threads: int = DEFAULT_POOL_PROCESSES) ->
     """1.0 / 0.0 per generation, in order."""
 
     def judge(sample: dict) -> float:
-        return compute_score(sample["data_source"], sample["response"], sample["ground_truth"])["acc"]
+        return judge_one(sample["data_source"], sample["response"], sample["ground_truth"])["acc"]
 
     with ThreadPoolExecutor(threads) as pool:
         return list(tqdm(pool.map(judge, generations), total=len(generations), desc="judging", unit="answer"))
+
+
+def judge_one(data_source: str, response: str, ground_truth) -> dict:
+    """{"acc": 1.0/0.0, "pred", "reason"} with the benchmark's grader; unknown sources are math."""
+    known = {bench.data_source: bench.grader for bench in BENCHMARKS}
+    grader = known.get(data_source, "math")
+    if grader == "choice":
+        return judge_choice(response, str(ground_truth))
+    if grader == "code":
+        return judge_code(response, ground_truth)
+    return compute_score(data_source, response, ground_truth)
 
 
 def avg_at_k(generations: Iterable[dict], correct: Iterable[float], samples: dict[str, int] | None = None) -> dict:

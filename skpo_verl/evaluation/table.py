@@ -7,8 +7,8 @@ Results file (JSON), written by `skpo-evaluate score` and re-rendered by `skpo-e
                   "scores": {"aime2024": 14.7, "math500": 44.8, ...}}, ...]}
 
 One table per base model, methods in file order, one decimal, the best value of each column
-in bold, missing cells as "–". Avg. is the mean of the six benchmarks, shown only when all
-six are present.
+in bold, missing cells as "–". Avg. is the mean of the eight benchmarks (the paper's Avg.),
+shown only when all eight are present.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def add_entry(results: dict[str, Any], base_model: str, method: str, scores: dic
 
 
 def row_values(scores: dict[str, float]) -> list[float | None]:
-    """The six benchmark cells and Avg., None where missing."""
+    """The eight benchmark cells and Avg., None where missing."""
     values = [scores.get(bench.data_source) for bench in BENCHMARKS]
     average = sum(values) / len(values) if all(v is not None for v in values) else None
     return values + [average]
@@ -79,7 +79,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             cells = [_cell(value, value is not None and value == best[i]) for i, value in enumerate(row)]
             lines.append(f"| {entry['method']} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
-    return "\n\n".join(parts) + f"\n\n{protocol}; {AVERAGE_COLUMN} = mean of the six.\n"
+    return "\n\n".join(parts) + f"\n\n{protocol}; {AVERAGE_COLUMN} = mean of the {len(BENCHMARKS)}.\n"
 
 
 def _cell(value: float | None, bold: bool) -> str:

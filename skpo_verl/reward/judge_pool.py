@@ -1,8 +1,15 @@
-"""A few spawned processes that run one function in their main thread, for callers in any thread.
+"""A few judge processes that run one function in their main thread, for callers in any thread.
 
 The reward (`skpo_verl.reward`) judges answers with math-verify, whose timeout is a
 `signal.alarm` and so works only in a main thread, while verl calls reward functions from
 worker threads. Each judge process here runs the function in its main thread.
+
+Judge processes are plain `python -c` children (`subprocess`), not `multiprocessing`
+processes: spawn re-imports the caller's `__main__` in every child, which fails when the
+caller is a script piped into `python -` (`<stdin>` cannot be re-imported), and fork copies a
+multi-threaded Ray worker. A child here imports only this module, with the parent's
+`sys.path`, so judging works the same from a script, `python -c`, `python -`, an interactive
+session, threads and Ray actors.
 
 Why not `multiprocessing.Pool`: its workers share one task queue guarded by a lock that an
 idle worker holds while it waits for work. A worker killed at that moment (Ray ending a
@@ -17,19 +24,29 @@ its own pipe and nothing is shared, so:
   whose owner is gone without that (SIGKILL) ends itself: its pipe reports EOF, and a
   watch thread checks the parent as well.
 
-Start-up (spawn, imports) is not charged to a call's guard: a process counts as started
+Start-up (interpreter, imports) is not charged to a call's guard: a process counts as started
 once it reports ready, within `start_timeout_s`.
+
+Two kinds of failure, kept apart on purpose: `JudgeFailed` is one call that failed (its
+process died, or the function raised), which the caller may count against one answer;
+`JudgesUnavailable` means the pool cannot judge at all (a process cannot start, or
+`max_consecutive_failures` calls failed in a row), which no answer should be blamed for.
+Once unavailable, a pool stays so: every later call raises the same error at once (a broken
+environment does not mend itself, and retrying would start processes for nothing).
 """
 
 from __future__ import annotations
 
 import atexit
 import importlib
-import multiprocessing
 import os
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
 
@@ -38,42 +55,96 @@ class JudgeTimeout(Exception):
 
 
 class JudgeFailed(Exception):
-    """The judge process died, did not start in time, or the function raised (message says which)."""
+    """One call failed: its judge process died during it, or the function raised (message says which)."""
+
+
+class JudgesUnavailable(RuntimeError):
+    """The pool cannot judge at all: a judge process cannot start, or calls keep failing."""
+
+
+# Run by each judge process: stdlib only until the parent's sys.path is in place.
+_BOOTSTRAP = """
+import sys
+from multiprocessing.connection import Connection
+connection = Connection(int(sys.argv[1]))
+sys_path, parent_pid, function, warm_modules = connection.recv()
+sys.path[:] = sys_path
+try:
+    from skpo_verl.reward.judge_pool import serve
+except BaseException as error:
+    connection.send(("start_error", f"{type(error).__name__}: {error}"))
+    raise SystemExit(1)
+serve(connection, parent_pid, function, warm_modules)
+"""
 
 
 class _JudgeProcess:
-    def __init__(self, context, function: str, warm_modules: Sequence[str]):
-        self.connection, child_end = context.Pipe()
-        self.process = context.Process(
-            target=_serve, args=(child_end, os.getpid(), function, tuple(warm_modules)), daemon=True
-        )
-        self.process.start()
-        child_end.close()  # only the child holds its end: the child sees EOF when the owner is gone
+    def __init__(self, function: str, warm_modules: Sequence[str]):
+        parent_end, child_end = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOTSTRAP, str(child_end.fileno())],
+                pass_fds=(child_end.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError as error:  # e.g. the process limit (EAGAIN) or a missing interpreter
+            parent_end.close()
+            raise JudgesUnavailable(
+                f"could not start a judge process ({type(error).__name__}: {error}); "
+                "raise the process limit (`ulimit -u`) or use fewer judge processes"
+            ) from error
+        finally:
+            child_end.close()  # only the child holds its end: the child sees EOF when the owner is gone
+        self.connection = Connection(parent_end.detach())
+        self.connection.send((list(sys.path), os.getpid(), function, tuple(warm_modules)))
         self.ready = False
+
+    def wait_ready(self, start_timeout_s: float, imports: str) -> None:
+        fix = f"check that `{sys.executable} -c 'import {imports}'` works in this environment"
+        try:
+            if not self.connection.poll(start_timeout_s):
+                raise JudgesUnavailable(f"a judge process did not start within {start_timeout_s:g} s; {fix}")
+            status, detail = self.connection.recv()
+        except (EOFError, OSError) as error:
+            code = self.process.wait(timeout=5)
+            raise JudgesUnavailable(f"a judge process exited with status {code} while starting; {fix}") from error
+        if status == "start_error":
+            raise JudgesUnavailable(f"a judge process could not start: {detail}; {fix}")
+        self.ready = True
 
     def kill(self) -> None:
         self.connection.close()
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join(timeout=5)
+        self.process.wait(timeout=5)
 
 
 class JudgePool:
-    """`size` spawned processes running `function` ("module:name"); `call` blocks until one is free."""
+    """`size` judge processes running `function` ("module:name"); `call` blocks until one is free."""
 
     def __init__(
-        self, function: str, size: int, warm_modules: Sequence[str] = (), start_timeout_s: float = 300.0
+        self,
+        function: str,
+        size: int,
+        warm_modules: Sequence[str] = (),
+        start_timeout_s: float = 300.0,
+        max_consecutive_failures: int = 10,
     ):
         if size < 1:
             raise ValueError(f"a judge pool needs at least one process, got {size}")
-        self._context = multiprocessing.get_context("spawn")
+        if max_consecutive_failures < 1:
+            raise ValueError(f"max_consecutive_failures must be at least 1, got {max_consecutive_failures}")
         self._function, self._warm_modules, self._start_timeout_s = function, tuple(warm_modules), start_timeout_s
-        self._idle: queue.Queue[_JudgeProcess] = queue.Queue()
+        self._max_consecutive_failures = max_consecutive_failures
+        self._consecutive_failures = 0
+        # An idle slot holds a started process, or None: start one when the slot is next used.
+        self._idle: queue.Queue[_JudgeProcess | None] = queue.Queue()
         self._lock = threading.Lock()
         self._processes: set[_JudgeProcess] = set()
         self._closed = False
+        self._unavailable: str | None = None  # why the pool cannot judge, once it cannot
         for _ in range(size):
-            self._idle.put(self._start())
+            self._fill_slot()
         atexit.register(self.close)
 
     @property
@@ -83,29 +154,45 @@ class JudgePool:
 
     def call(self, args: tuple, timeout_s: float) -> Any:
         """`function(*args)` in a judge process; JudgeTimeout after `timeout_s` of work."""
+        self.check()
         if self._closed:
-            raise JudgeFailed("the judge pool is closed")
+            raise JudgesUnavailable("the judge pool is closed")
         judge = self._idle.get()
         try:
+            if judge is None:
+                judge = self._start()
             if not judge.ready:
-                if not judge.connection.poll(self._start_timeout_s):
-                    raise JudgeFailed(f"judge process did not start within {self._start_timeout_s:g} s")
-                judge.connection.recv()  # "ready"
-                judge.ready = True
+                judge.wait_ready(self._start_timeout_s, self._imports())
             judge.connection.send(args)
             if not judge.connection.poll(timeout_s):
                 raise JudgeTimeout(f"no verdict within {timeout_s:g} s")
             status, value = judge.connection.recv()
-        except (JudgeTimeout, JudgeFailed):
+        except JudgeTimeout:
+            self._replace(judge)
+            self._reset_failures()  # a slow answer, not a broken judge
+            raise
+        except JudgesUnavailable as error:
+            self.mark_unavailable(str(error))
             self._replace(judge)
             raise
         except (EOFError, OSError) as error:  # the process died (killed, crashed)
             self._replace(judge)
-            raise JudgeFailed(f"judge process ended: {error!r}") from error
+            self._count_failure(f"judge process ended: {error!r}")
         self._idle.put(judge)
         if status == "error":
-            raise JudgeFailed(value)
+            self._count_failure(value)
+        self._reset_failures()
         return value
+
+    def check(self) -> None:
+        """JudgesUnavailable if the pool can no longer judge."""
+        if self._unavailable:
+            raise JudgesUnavailable(self._unavailable)
+
+    def mark_unavailable(self, reason: str) -> None:
+        """From now on every call raises JudgesUnavailable(reason) (the first reason is kept)."""
+        with self._lock:
+            self._unavailable = self._unavailable or reason
 
     def close(self) -> None:
         """Kill every judge process (also run at interpreter exit)."""
@@ -115,29 +202,58 @@ class JudgePool:
         for judge in processes:
             judge.kill()
 
+    def _imports(self) -> str:
+        return ", ".join([self._function.split(":")[0], *self._warm_modules])
+
     def _start(self) -> _JudgeProcess:
-        judge = _JudgeProcess(self._context, self._function, self._warm_modules)
+        judge = _JudgeProcess(self._function, self._warm_modules)
         with self._lock:
             self._processes.add(judge)
         return judge
 
-    def _replace(self, judge: _JudgeProcess) -> None:
-        with self._lock:
-            self._processes.discard(judge)
-            closed = self._closed
-        judge.kill()
-        if not closed:
+    def _replace(self, judge: _JudgeProcess | None) -> None:
+        """Kill `judge` and start its successor now (it warms up while the slot is idle)."""
+        if judge is not None:
+            with self._lock:
+                self._processes.discard(judge)
+            judge.kill()
+        if not self._closed:
+            self._fill_slot()
+
+    def _fill_slot(self) -> None:
+        """An idle slot with a process starting up (it warms up while idle), or None if it cannot start."""
+        try:
             self._idle.put(self._start())
+        except JudgesUnavailable:
+            self._idle.put(None)  # reported by the next call that uses this slot
+
+    def _reset_failures(self) -> None:
+        with self._lock:
+            self._consecutive_failures = 0
+
+    def _count_failure(self, message: str) -> None:
+        with self._lock:
+            self._consecutive_failures += 1
+            failures = self._consecutive_failures
+        if failures >= self._max_consecutive_failures:
+            reason = f"{failures} judge calls in a row failed (timeouts not counted); the last: {message}"
+            self.mark_unavailable(reason)
+            raise JudgesUnavailable(reason)
+        raise JudgeFailed(message)
 
 
-def _serve(connection, parent_pid: int, function: str, warm_modules: tuple[str, ...]) -> None:
+def serve(connection: Connection, parent_pid: int, function: str, warm_modules: tuple[str, ...]) -> None:
     """A judge process: run `function` on each request from the pipe until the owner is gone."""
     _exit_with_parent(parent_pid)
-    module, name = function.split(":")
-    target = getattr(importlib.import_module(module), name)
-    for warm in warm_modules:
-        importlib.import_module(warm)
-    connection.send("ready")
+    try:
+        module, name = function.split(":")
+        target = getattr(importlib.import_module(module), name)
+        for warm in warm_modules:
+            importlib.import_module(warm)
+    except BaseException as error:  # noqa: BLE001 - reported to the owner, which raises JudgesUnavailable
+        connection.send(("start_error", f"{type(error).__name__}: {error}"))
+        return
+    connection.send(("ready", None))
     while True:
         try:
             args = connection.recv()

@@ -178,22 +178,52 @@ def model_length_limit(config: Any) -> tuple[int | None, str]:
     return embeddings, f"the model's max_position_embeddings ({MAX_MODEL_LEN_KEY} is null)"
 
 
-@functools.lru_cache(maxsize=16)
-def _max_position_embeddings(model_path: str) -> int | None:
-    config_file = os.path.join(model_path, "config.json")
-    if not os.path.isfile(config_file):
+def model_eos_token_ids(config: Any, tokenizer: Any) -> list[int]:
+    """Every EOS id the model declares, as vLLM gathers them: generation config, model config, tokenizer.
+
+    Read offline from the model directory or the Hugging Face cache; where a file is not
+    available (e.g. a remote path), the ids from the others still count.
+    """
+    model_path = OmegaConf.select(config, "actor_rollout_ref.model.path")
+    ids = set()
+    sources = [getattr(tokenizer, "eos_token_id", None)]
+    if model_path:
+        for filename in ("generation_config.json", "config.json"):
+            sources.append((_model_json(str(model_path), filename) or {}).get("eos_token_id"))
+    for source in sources:
+        if source is not None:
+            ids.update([source] if isinstance(source, int) else source)
+    if not ids:
+        raise SKPOLengthError(
+            "the model declares no EOS token (tokenizer, generation_config.json and config.json all lack one); "
+            "skpo_agent needs it to tell a candidate that ended within t_q from one that was stopped."
+        )
+    return sorted(int(i) for i in ids)
+
+
+@functools.lru_cache(maxsize=32)
+def _model_json(model_path: str, filename: str) -> dict | None:
+    """A JSON file of the model, from a local directory or the Hugging Face cache; None if unavailable."""
+    path = os.path.join(model_path, filename)
+    if not os.path.isfile(path):
         try:
             from huggingface_hub import try_to_load_from_cache
 
-            cached = try_to_load_from_cache(model_path, "config.json")
+            cached = try_to_load_from_cache(model_path, filename)
         except Exception:  # noqa: BLE001 - not a repo id (e.g. an hdfs:// path): nothing to read offline
             return None
         if not isinstance(cached, str):
             return None
-        config_file = cached
-    with open(config_file) as f:
-        hf_config = json.load(f)
-    # As verl's get_max_position_embeddings (workers/rollout/utils.py l.31-40): top level, then text_config.
+        path = cached
+    with open(path) as f:
+        return json.load(f)
+
+
+def _max_position_embeddings(model_path: str) -> int | None:
+    hf_config = _model_json(model_path, "config.json")
+    if hf_config is None:
+        return None
+    # As verl's get_max_position_embeddings (workers/rollout/utils.py ~l.31-40): top level, then text_config.
     value = hf_config.get(
         "max_position_embeddings", (hf_config.get("text_config") or {}).get("max_position_embeddings")
     )

@@ -1,41 +1,23 @@
-"""The `skpo` advantage estimator (SKPO.md §3-4), registered as `algorithm.adv_estimator=skpo`.
+"""The `skpo` advantage estimator (docs/algorithm.md, Rewards and Advantages).
 
-verl calls a registered estimator with only `token_level_rewards`, `response_mask`,
-`config` and `index` (= the per-step uid). SKPO also needs each row's role, stable prompt
-key and session, and the driver's trackers; the V1 trainer shim
-(`skpo_verl.patches.trainer_v1`) fetches those from TransferQueue and passes them as
-`skpo_rows` and `skpo_state`. Called without them, the estimator refuses to guess.
+It is registered as `algorithm.adv_estimator=skpo` so that verl's config accepts the name,
+but verl's own call (`token_level_rewards`, `response_mask`, `config`, `index`) cannot
+carry what SKPO needs: each row's role, stable prompt key and session, and the driver's
+trackers. The V1 trainer shim (`skpo_verl.patches.trainer_v1`) calls
+`compute_skpo_advantage` directly with those; called without them, it refuses to guess.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from skpo_verl.config import skpo_config_from_algorithm
 from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
 from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
+from skpo_verl.rows import SKPORows
 from skpo_verl.training.state import SKPOState
-
-
-@dataclass
-class SKPORows:
-    """Per-row SKPO fields of one training batch (length B, padding rows included)."""
-
-    is_upstream: np.ndarray  # bool [B]
-    prompt_keys: np.ndarray  # object [B]: the dataset's extra_info.index
-    groups: np.ndarray  # object [B]: uid, one per prompt per step
-    sessions: np.ndarray  # int [B]
-    is_padding: np.ndarray  # bool [B]: rows verl appended to fill mini-batches
-    segment_lengths: np.ndarray  # int [B]
-    split_lengths: np.ndarray  # int [B]
-    # Rollout statistics, for metrics only (one value per prompt, repeated on its rows).
-    segment_nll: Optional[np.ndarray] = None  # float [B]
-    candidate_tokens: Optional[np.ndarray] = None  # int [B]
-    early_eos_candidates: Optional[np.ndarray] = None  # int [B]
 
 
 def compute_skpo_advantage(
@@ -52,10 +34,17 @@ def compute_skpo_advantage(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
 
+    The configuration is the one the state was built with at start-up (`skpo_state.config`);
+    `config` and `index` are verl's registry arguments and are not read.
+
+    A prompt drawn twice in one step (the prioritized sampler draws with replacement) has one
+    upstream row per occurrence: each gets its advantage against the same V_prev(q), and the
+    trackers take one update per prompt per step, with the mean R_I and mean observed length
+    of its occurrences (docs/algorithm.md, Sampling).
+
     Args:
         token_level_rewards: [B, T]; a row's reward is the sum over its response tokens.
         response_mask: [B, T].
-        config: verl's `algorithm` config; its `skpo` section is read.
         skpo_rows, skpo_state: supplied by the V1 trainer shim (see module doc).
         metrics: updated in place with `skpo/*` metrics when given.
         logprob_divergences: prompt key -> D, for `tracker.divergence=logprob` (measured by the shim).
@@ -68,7 +57,7 @@ def compute_skpo_advantage(
             "shim passes. It was called without them: run verl 0.9.1's V1 trainer (trainer.use_v1=true) with "
             "skpo-verl installed, and check the start-up log for '[skpo_verl] ERROR' lines."
         )
-    cfg = skpo_config_from_algorithm(config) if config is not None else skpo_state.config
+    cfg = skpo_state.config
     rows = skpo_rows
     mask = response_mask.to(torch.float64)
     rewards = (token_level_rewards.to(torch.float64) * mask).sum(dim=-1).cpu().numpy()
@@ -79,17 +68,21 @@ def compute_skpo_advantage(
     _check_groups(rows.groups[up], rows.groups[down])
 
     adv = np.zeros(len(rewards), dtype=np.float64)
-    adv[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps)
+    adv[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps, cfg.downstream_norm)
 
-    up_rewards = upstream_rewards(rewards[down], rows.groups[down], rows.groups[up], cfg.upstream_reward, rows.sessions[down])
+    completion = rows.completion_rewards[up] if rows.completion_rewards is not None else None
+    up_rewards = upstream_rewards(
+        rewards[down], rows.groups[down], rows.groups[up], cfg.upstream_reward, rows.sessions[down], completion
+    )
     up_keys = rows.prompt_keys[up]
     baselines = np.array([tracker_to_reward(skpo_state.values.value(k)) for k in up_keys], dtype=np.float64)
     adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
 
     observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
     divergences = logprob_divergences or {}
-    rhos = np.array([skpo_state.forgetting(k, global_step, divergences.get(k)) for k in up_keys], dtype=np.float64)
-    for key, reward, length, rho in zip(up_keys, up_rewards, observed_lengths, rhos):
+    rhos = {}
+    for key, reward, length in _one_observation_per_prompt(up_keys, up_rewards, observed_lengths):
+        rhos[key] = rho = skpo_state.forgetting(key, global_step, divergences.get(key))
         skpo_state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
         skpo_state.lengths.update(key, float(length), float(rho), global_step)
 
@@ -101,6 +94,14 @@ def compute_skpo_advantage(
         token_level_rewards.dtype
     )
     return advantages, advantages.clone()
+
+
+def _one_observation_per_prompt(keys, rewards, lengths):
+    """(key, mean R_I, mean length) per distinct prompt key, in order of first appearance."""
+    seen: dict = {}
+    for key, reward, length in zip(keys, rewards, lengths):
+        seen.setdefault(key, []).append((reward, length))
+    return [(key, float(np.mean([r for r, _ in obs])), float(np.mean([n for _, n in obs]))) for key, obs in seen.items()]
 
 
 def _check_groups(up_groups: np.ndarray, down_groups: np.ndarray) -> None:
@@ -123,7 +124,9 @@ def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> n
     """L_q observation: mean tokens the model wrote to answer q in this step's G answers.
 
     In `continual` mode an answer continues the kept segment, so the segment's tokens are
-    part of the full response; in `skip`/`unconditional` an answer is complete on its own.
+    part of the full response (the agent loop caps segment + answer at response_length, so
+    the observation stays within the budget start-up checked); in `skip`/`unconditional` an
+    answer is complete on its own.
     """
     observed = []
     for group, segment_length in zip(rows.groups[up], rows.segment_lengths[up]):
@@ -152,7 +155,7 @@ def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths,
         "skpo/downstream/rows": int(down.sum()),
         "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(state.values.value(k)) for k in up_keys])),
         "skpo/tracker/length_mean": _mean(np.array([state.lengths.value(k) for k in up_keys])),
-        "skpo/tracker/rho_mean": _mean(rhos),
+        "skpo/tracker/rho_mean": _mean(list(rhos.values())),
         "skpo/tracker/prompts": len(state.values),
         "skpo/split_length_mean": _mean(rows.split_lengths[up]),
     }

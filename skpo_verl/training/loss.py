@@ -1,4 +1,4 @@
-"""The `skpo` policy loss (SKPO.md §5), registered as `actor.policy_loss.loss_mode=skpo`.
+"""The `skpo` policy loss (docs/algorithm.md, Loss), registered as `actor.policy_loss.loss_mode=skpo`.
 
 verl's `ppo_loss` (workers/utils/losses.py) hands a registered loss only
 `old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config,

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.core.split import fixed_split_length, sample_split_length
+from skpo_verl.core.split import split_length
 from skpo_verl.core.tracker import BetaTracker, LengthTracker, forgetting_factor, reward_to_tracker
 
 STATE_FILE = "skpo_state.pt"
@@ -65,12 +65,15 @@ class SKPOState:
         )
 
     def split_lengths(self, prompt_keys: Sequence[Any], step: int) -> np.ndarray:
-        """t_q for each prompt about to be rolled out (SKPO.md §2.1)."""
+        """t_q for each prompt about to be rolled out (docs/algorithm.md, Rollout step 1)."""
         cfg = self.config
-        lengths = [self.lengths.value(key) for key in prompt_keys]
-        if cfg.split_rule == "fixed":
-            return np.array([fixed_split_length(L, cfg.split_low, cfg.split_high, step) for L in lengths], np.int64)
-        return np.array([sample_split_length(L, cfg.split_low, cfg.split_high, self.rng) for L in lengths], np.int64)
+        return np.array(
+            [
+                split_length(cfg.split_rule, self.lengths.value(key), cfg.split_low, cfg.split_high, step, self.rng)
+                for key in prompt_keys
+            ],
+            np.int64,
+        )
 
     def state_dict(self) -> dict:
         return {

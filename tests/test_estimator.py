@@ -1,0 +1,84 @@
+"""The `skpo` estimator on hand-built batches: repeated prompts, the w/o-MC reward, batch normalisation.
+
+Rewards are +-1 on the last response token; every number below is worked out by hand.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from skpo_verl.config import SKPOConfig
+from skpo_verl.core.tracker import tracker_to_reward
+from skpo_verl.rows import SKPORows
+from skpo_verl.training.estimator import compute_skpo_advantage
+from skpo_verl.training.state import SKPOState
+
+T = 4
+
+
+def _batch(groups):
+    """groups: list of (uid, prompt_key, upstream completion reward, downstream rewards)."""
+    is_up, keys, uids, sessions, completion, rewards = [], [], [], [], [], []
+    for uid, key, own, answers in groups:
+        is_up.append(True), keys.append(key), uids.append(uid), sessions.append(0), completion.append(own), rewards.append(0.0)
+        for session, reward in enumerate(answers):
+            is_up.append(False), keys.append(key), uids.append(uid), sessions.append(session)
+            completion.append(0.0), rewards.append(reward)
+    n = len(is_up)
+    rows = SKPORows(
+        is_upstream=np.array(is_up),
+        prompt_keys=np.array(keys, dtype=object),
+        groups=np.array(uids, dtype=object),
+        sessions=np.array(sessions),
+        is_padding=np.zeros(n, dtype=bool),
+        segment_lengths=np.full(n, 2),
+        split_lengths=np.full(n, 3),
+        completion_rewards=np.array(completion),
+    )
+    token_rewards = torch.zeros(n, T)
+    token_rewards[:, -1] = torch.tensor(rewards)
+    return token_rewards, torch.ones(n, T), rows
+
+
+def _run(config, groups, state=None, step=1):
+    state = state or SKPOState(config)
+    token_rewards, mask, rows = _batch(groups)
+    advantages, _ = compute_skpo_advantage(token_rewards, mask, skpo_rows=rows, skpo_state=state, global_step=step)
+    return advantages[:, 0].numpy(), rows, state
+
+
+def test_a_prompt_drawn_twice_in_one_step_updates_its_trackers_once_with_the_mean_of_its_occurrences():
+    config = SKPOConfig()
+    # Prompt 7 twice (R_I = 1 and 0), prompt 8 once (R_I = -1).
+    groups = [("u1", 7, 0.0, [1, 1]), ("u2", 7, 0.0, [1, -1]), ("u3", 8, 0.0, [-1, -1])]
+    advantages, rows, state = _run(config, groups)
+    # Both occurrences are judged against the same V_prev = 0 (reward space): raw A = 1, 0, -1,
+    # mean 0, sample std 1 -> 1, 0, -1.
+    np.testing.assert_allclose(advantages[rows.is_upstream], [1.0, 0.0, -1.0], atol=1e-5)
+    # One update per prompt: the first observation overwrites V, with the mean R_I = 0.5.
+    assert tracker_to_reward(state.values.value(7)) == pytest.approx(0.5)
+    assert state.values.count(7) == pytest.approx(1.0)
+    assert state.values.version == 2  # prompts 7 and 8, one update each
+
+
+def test_own_completion_rewards_the_upstream_row_with_the_completion_not_its_answers():
+    config = SKPOConfig(upstream_reward="own_completion")
+    # Group a: answers all wrong but the completion right; group b: answers right, completion wrong.
+    groups = [("a", 1, 1.0, [-1, -1]), ("b", 2, -1.0, [1, 1])]
+    advantages, rows, state = _run(config, groups)
+    # raw A = R_I - V_prev = 1 - 0 and -1 - 0 -> normalised +-1/sqrt(2) / ... = (+-1) / std(ddof=1)=sqrt(2)
+    np.testing.assert_allclose(advantages[rows.is_upstream], [2**-0.5, -(2**-0.5)], atol=1e-5)
+    assert tracker_to_reward(state.values.value(1)) == pytest.approx(1.0)
+
+
+def test_batch_downstream_normalisation_is_selected_by_config():
+    groups = [("a", 1, 0.0, [1, -1]), ("b", 2, 0.0, [1, 1, 1])]
+    down = lambda config: _run(config, groups)[0][[1, 2, 4, 5, 6]]  # noqa: E731 - rows of the answers
+    # group: (+-1) / std_a = +-1/sqrt(2); batch: centred [1, -1, 0, 0, 0] / sqrt(0.5) = +-sqrt(2)
+    np.testing.assert_allclose(down(SKPOConfig()), [2**-0.5, -(2**-0.5), 0, 0, 0], atol=1e-5)
+    np.testing.assert_allclose(down(SKPOConfig(downstream_norm="batch")), [2**0.5, -(2**0.5), 0, 0, 0], atol=1e-5)
+
+
+def test_the_former_single_mode_is_refused_with_its_new_names():
+    with pytest.raises(ValueError, match="own_completion .* first_answer"):
+        SKPOConfig(upstream_reward="single")
