@@ -35,12 +35,16 @@ Outputs in `--out-dir`: `points.csv` (every run and step), `accuracy_vs_step.png
 reach GRPO's final accuracy as ratios to GRPO ("not reached" otherwise), decoded tokens per
 step. Reaching is read on the mean-over-seeds curve at validated steps.
 
-Budget (issue 13: the full run in 90 minutes on a 2-core machine). Sized from `--quick` runs
-on the 2-core build machine under load from other jobs (docs/learning_benchmark.md has
-the figures): a run costs START_UP_S of start-up (Ray, workers, model load, first
-validation) plus per step about STEP_S_GRPO (GRPO, CISPO) or STEP_S_SKPO (SKPO variants)
-and a validation every VAL_EVERY steps; `estimated_minutes` adds these up for the chosen
-methods, seeds and steps and is printed before the first run.
+Budget (issue 13: the full run in 90 minutes on a 2-core machine). Sized from the `--quick`
+runs on the 2-core build machine while other jobs loaded it (load average 6-12;
+docs/learning_benchmark.md has the figures): a run costs about START_UP_S before its first
+step (launcher, Ray, TransferQueue, workers, model load; 75-110 s measured), then
+STEP_S_GRPO (GRPO, CISPO; 2.0-2.2 s measured) or STEP_S_SKPO (SKPO variants; 1.7-1.9 s
+measured, rounded up for their longer decoding) per step and VALIDATION_S per validation
+(0.15-0.3 s). The defaults, 6 methods x 3 seeds x 50 steps validated every step, add up to
+3 x (2 x (100 + 50 x 2.0 + 51 x 0.3) + 4 x (100 + 50 x 2.5 + 51 x 0.3)) s = 70 min, of which
+30 min is start-up: 20 min of margin for a slower machine. `estimated_minutes` does this sum
+for the chosen methods, seeds and steps and prints it before the first run.
 """
 
 from __future__ import annotations
@@ -64,15 +68,16 @@ from skpo_verl.cpu.report import heldout_key, read_metrics
 PROMPTS_PER_STEP = 8
 GROUP_SIZE = 8
 LR = 5e-4
-STEPS = 40
+STEPS = 50
 SEEDS = (0, 1, 2)
-VAL_EVERY = 2
+VAL_EVERY = 1
 BASELINE = "grpo"
-# Measured (docs/learning_benchmark.md); used only to print the estimate before a run.
-START_UP_S = 45.0
+# From the --quick runs (docs/learning_benchmark.md), rounded up; they size the defaults and
+# the estimate printed before a run.
+START_UP_S = 100.0
 STEP_S_GRPO = 2.0
-STEP_S_SKPO = 3.0
-VALIDATION_S = 1.0
+STEP_S_SKPO = 2.5
+VALIDATION_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,16 @@ class Settings:
     group_size: int = GROUP_SIZE
     lr: float = LR
     val_max_samples: int = -1  # verl's data.val_max_samples; -1 = the whole held-out set
+
+
+# The launcher's variables (examples/cpu_tiny_skpo.sh) that carry the settings.
+LAUNCHER_VARIABLES = {
+    "STEPS": "steps",
+    "VAL_EVERY": "val_every",
+    "PROMPTS_PER_STEP": "prompts_per_step",
+    "GROUP_SIZE": "group_size",
+    "LR": "lr",
+}
 
 
 def seed_overrides(seed: int) -> list[str]:
@@ -175,7 +190,11 @@ def cost_to_reach(curve: pd.DataFrame, target: float) -> dict | None:
     if reached.empty:
         return None
     first = reached.iloc[0]
-    return {"step": int(first["step"]), "samples": float(first["cumulative_samples"]), "tokens": float(first["cumulative_tokens"])}
+    return {
+        "step": int(first["step"]),
+        "samples": float(first["cumulative_samples"]),
+        "tokens": float(first["cumulative_tokens"]),
+    }
 
 
 def summary_table(points: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
@@ -184,10 +203,15 @@ def summary_table(points: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
     last_step = int(points["step"].max())
     final = points[points["step"] == last_step].groupby("method")["heldout_accuracy"]
     if baseline not in set(points["method"]):
-        raise ValueError(f"the table's ratios are to {baseline!r}, which is not among the methods run; add it to --methods")
+        raise ValueError(
+            f"the table's ratios are to {baseline!r}, which is not among the methods run; add it to --methods"
+        )
     target = final.mean()[baseline]
     if math.isnan(target):
-        raise ValueError(f"{baseline} has no held-out accuracy at the last step {last_step}: --steps must be a multiple of --val-every")
+        raise ValueError(
+            f"{baseline} has no held-out accuracy at the last step {last_step}: "
+            "--steps must be a multiple of --val-every"
+        )
     base = cost_to_reach(curves[curves["method"] == baseline], target)
     trained = points[points["step"] > 0]
     rows = []
@@ -216,8 +240,10 @@ def format_markdown(table: pd.DataFrame, baseline: str = BASELINE) -> str:
     lines = [
         f"Target: {baseline}'s final held-out accuracy, {target:.1%} (mean over seeds).",
         "",
-        "| method | final held-out accuracy (mean ± std) | seeds | step reached | samples to reach (x GRPO) "
-        "| decoded tokens to reach (x GRPO) | decoded tokens / step | median step time |",
+        (
+            "| method | final held-out accuracy (mean ± std) | seeds | step reached | samples to reach (x GRPO) "
+            "| decoded tokens to reach (x GRPO) | decoded tokens / step | median step time |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in table.itertuples():
@@ -248,7 +274,9 @@ def plot_curves(points: pd.DataFrame, out_dir: Path) -> list[Path]:
         figure, axis = plt.subplots(figsize=(7, 4))
         for method, curve in curves.groupby("method", sort=False):
             line = axis.plot(curve[x], curve["accuracy"], "o-", markersize=3, label=method)[0]
-            axis.fill_between(curve[x], curve["accuracy_min"], curve["accuracy_max"], color=line.get_color(), alpha=0.15)
+            axis.fill_between(
+                curve[x], curve["accuracy_min"], curve["accuracy_max"], color=line.get_color(), alpha=0.15
+            )
         axis.set_xlabel(label)
         axis.set_ylabel("held-out accuracy (greedy)")
         axis.set_ylim(-0.02, 1.02)
@@ -282,14 +310,11 @@ def train(method: str, seed: int, settings: Settings, workdir: str, run_dir: Pat
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     ray_dir = tempfile.mkdtemp(prefix="skpo-ray-", dir="/tmp")
+    launcher_variables = {name: str(getattr(settings, field)) for name, field in LAUNCHER_VARIABLES.items()}
     env = {
         **os.environ,
+        **launcher_variables,
         "ALGO": METHODS[method].algo,
-        "STEPS": str(settings.steps),
-        "VAL_EVERY": str(settings.val_every),
-        "PROMPTS_PER_STEP": str(settings.prompts_per_step),
-        "GROUP_SIZE": str(settings.group_size),
-        "LR": str(settings.lr),
         "WORKDIR": workdir,
         "RUN_DIR": str(run_dir),
     }
@@ -318,19 +343,24 @@ def train(method: str, seed: int, settings: Settings, workdir: str, run_dir: Pat
     return read_metrics(str(run_dir / "metrics.jsonl"))
 
 
-def run_benchmark(methods: list[str], seeds: list[int], settings: Settings, out_dir: Path, workdir: str) -> pd.DataFrame:
+def run_benchmark(
+    methods: list[str], seeds: list[int], settings: Settings, out_dir: Path, workdir: str
+) -> pd.DataFrame:
     from skpo_verl.cpu.prepare import prepare
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in --methods; choose from {', '.join(METHODS)}")
     if settings.steps % settings.val_every:
-        raise ValueError(f"--steps {settings.steps} must be a multiple of --val-every {settings.val_every} (final accuracy)")
+        raise ValueError(
+            f"--steps {settings.steps} must be a multiple of --val-every {settings.val_every} (final accuracy)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     prepare(workdir)  # the warm start, once, outside every run's time
     print(
         f"{len(methods)} methods x {len(seeds)} seeds x {settings.steps} steps: about "
-        f"{estimated_minutes(methods, len(seeds), settings):.0f} min on a quiet 2-core machine ({load_average()})",
+        f"{estimated_minutes(methods, len(seeds), settings):.0f} min at the pace measured on the 2-core build "
+        f"machine ({load_average()})",
         flush=True,
     )
     frames = []
@@ -358,7 +388,9 @@ def main(argv=None) -> None:
     parser.add_argument("--val-every", type=int, default=VAL_EVERY)
     parser.add_argument("--out-dir", default="skpo_learning_benchmark")
     parser.add_argument("--workdir", default=os.path.expanduser(os.path.join("~", ".cache", "skpo_verl", "cpu_tiny")))
-    parser.add_argument("--quick", action="store_true", help="2 steps, 1 seed, 4 held-out prompts: tests the harness only")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 steps, 1 seed, 4 held-out prompts: tests the harness only"
+    )
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
