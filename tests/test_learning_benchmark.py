@@ -111,6 +111,7 @@ def test_the_half_candidates_method_asks_for_g_over_2():
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 6 runs of 1-2.5 min
 def test_quick_runs_every_method_and_writes_csv_curves_and_table(tmp_path):
     out = tmp_path / "out"
     learning.main(["--quick", "--out-dir", str(out), "--workdir", str(tmp_path / "work")])

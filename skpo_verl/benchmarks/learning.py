@@ -272,7 +272,8 @@ def plot_curves(points: pd.DataFrame, out_dir: Path) -> list[Path]:
         ("wall_s", "training wall time, s (sum of timing_s/step, mean over seeds)", "accuracy_vs_wall.png"),
     ):
         figure, axis = plt.subplots(figsize=(7, 4))
-        for method, curve in curves.groupby("method", sort=False):
+        for method in dict.fromkeys(points["method"]):  # the order of --methods
+            curve = curves[curves["method"] == method]
             line = axis.plot(curve[x], curve["accuracy"], "o-", markersize=3, label=method)[0]
             axis.fill_between(
                 curve[x], curve["accuracy_min"], curve["accuracy_max"], color=line.get_color(), alpha=0.15
