@@ -352,7 +352,7 @@ def run_benchmark(
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown} in --methods; choose from {', '.join(METHODS)}")
-    if settings.steps % settings.val_every:
+    if settings.val_every < 1 or settings.steps % settings.val_every:
         raise ValueError(
             f"--steps {settings.steps} must be a multiple of --val-every {settings.val_every} (final accuracy)"
         )
@@ -377,6 +377,8 @@ def run_benchmark(
         markdown = format_markdown(summary_table(points))
         (out_dir / "table.md").write_text(markdown + "\n")
         print(markdown)
+    else:
+        print(f"no table.md: its ratios are to {BASELINE}, which is not among --methods")
     print(f"outputs: {out_dir}/points.csv, table.md, accuracy_vs_{{step,tokens,wall}}.png")
     return points
 
