@@ -94,6 +94,9 @@ class SKPOConfig:
     # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps; on in the paper
     # (Appendix C). It makes the train dataloader load in the driver (no worker prefetch) so
     # each draw sees the tracker as of the previous step (docs/algorithm.md, Sampling).
+    # Candidates sampled from q per prompt (Rollout step 2); None = G (the paper). Fewer cut the
+    # candidate tokens decoded (docs/algorithm.md, Cost); start-up checks 1 <= value <= G.
+    num_candidates: int | None = None
     prioritized_sampling: bool = True
     priority_eps: float = 0.05
     seed: int = 0
@@ -137,6 +140,10 @@ class SKPOConfig:
             raise ValueError("algorithm.skpo.loss.upstream_weight and downstream_weight must be >= 0.")
         if self.rollout_timeout_s <= 0:
             raise ValueError(f"algorithm.skpo.rollout_timeout_s={self.rollout_timeout_s} must be > 0 (seconds).")
+        if self.num_candidates is not None and self.num_candidates < 1:
+            raise ValueError(
+                f"algorithm.skpo.num_candidates={self.num_candidates} must be >= 1 (null = G, the paper)."
+            )
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
 

@@ -79,6 +79,12 @@ def _config_problems(config: Any) -> Iterable[str]:
     n = _select(config, "actor_rollout_ref.rollout.n")
     if n is None or int(n) < 2:
         yield f"actor_rollout_ref.rollout.n={n}: SKPO needs a group of at least 2 (the paper uses G=8)."
+    candidates = _select(config, "algorithm.skpo.num_candidates")
+    if n is not None and candidates is not None and int(candidates) > int(n):
+        yield (
+            f"algorithm.skpo.num_candidates={candidates} exceeds actor_rollout_ref.rollout.n={n}: at most G candidates "
+            "per prompt. Lower it, or leave it null (= G, the paper)."
+        )
     if _select(config, "algorithm.use_kl_in_reward"):
         yield "algorithm.use_kl_in_reward=true: SKPO uses no KL penalty (beta=0). Set algorithm.use_kl_in_reward=false."
     if _select(config, "actor_rollout_ref.actor.use_kl_loss"):

@@ -251,6 +251,24 @@ def test_extreme_selection_alternates_min_and_max_nll_by_step(tiny, step, pick):
     assert results[0][0].response_ids == segment
 
 
+def test_num_candidates_sets_the_candidate_requests_and_the_median_is_taken_among_them(tiny):
+    """algorithm.skpo.num_candidates=3 with G=5: 3 candidate requests, 5 answers, the median of the 3 kept."""
+    recorder = Recorder(serve(tiny, seed=3))
+    config = make_config(tiny, "+algorithm.skpo.num_candidates=3", n=5)
+    results = roll_out(tiny, config, recorder, sessions=range(5))
+
+    candidates = [output for _, output in recorder.with_max_tokens(SPLIT)]
+    assert len(candidates) == 3
+    assert len(recorder.with_max_tokens(RESPONSE)) == 5
+    segment, nll, nlls = expected_segment(candidates, SPLIT, tiny.eos)
+    assert len(set(np.round(nlls, 6))) == 3 and nll == pytest.approx(np.sort(nlls)[1])
+    upstream = results[0][0]
+    assert upstream.response_ids == segment
+    assert upstream.skpo_segment_nll == pytest.approx(nll)
+    assert upstream.skpo_candidate_tokens == sum(len(out.token_ids) for out in candidates)
+    assert [len(outputs) for outputs in results] == [2, 1, 1, 1, 1]
+
+
 def test_early_eos_candidates_are_cut_at_half_their_own_length(tiny):
     split = 12
     # Candidate 1 ends exactly at t_q with EOS: it also ended within t_q (docs/algorithm.md, Rollout step 3).

@@ -121,6 +121,15 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
+def test_the_early_eos_share_is_over_the_candidates_when_fewer_than_g(transfer_queue):
+    """num_candidates=2 with G = 3 answers: 1 early candidate of 2 is a share of 1/2, not 1/3."""
+    batch = _put_batch(transfer_queue)
+    metrics = {}
+    _trainer(["+algorithm.skpo.num_candidates=2"])._compute_advantage(batch, metrics)
+    assert metrics["skpo/rollout/early_eos_share"] == pytest.approx(1 / 2)
+    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
+
+
 def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(transfer_queue):
     tq = transfer_queue
     trainer = _trainer(step=5)

@@ -20,6 +20,11 @@ def test_a_complete_skpo_config_passes_with_the_paper_defaults():
     assert validate_config(compose_ppo_config(SKPO)) == SKPOConfig()
 
 
+def test_num_candidates_from_one_to_g_is_accepted():
+    for value in (1, 4, 8):
+        assert validate_config(compose_ppo_config(SKPO + [f"+algorithm.skpo.num_candidates={value}"])).num_candidates == value
+
+
 def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
     parsed = validate_config(compose_ppo_config(SKPO + ["+algorithm.skpo.selection=extreme", "+algorithm.skpo.tracker.half_life_steps=4"]))
     assert parsed.selection == "extreme" and parsed.tracker.half_life_steps == 4.0 and parsed.half_life == 4.0
@@ -45,6 +50,8 @@ def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
         ("actor_rollout_ref.rollout.prompt_length=512", "Set actor_rollout_ref.rollout.prompt_length=1024 (or more)"),
         ("actor_rollout_ref.rollout.max_model_len=1500", "Set actor_rollout_ref.rollout.max_model_len to at least 1536"),
         ("+algorithm.skpo.rollout_timeout_s=0", "algorithm.skpo.rollout_timeout_s=0 must be > 0"),
+        ("+algorithm.skpo.num_candidates=0", "algorithm.skpo.num_candidates=0 must be >= 1 (null = G, the paper)"),
+        ("+algorithm.skpo.num_candidates=9", "num_candidates=9 exceeds actor_rollout_ref.rollout.n=8: at most G"),
     ],
 )
 def test_each_bad_setting_is_refused_with_its_key_and_fix(override, message):

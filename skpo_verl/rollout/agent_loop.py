@@ -326,10 +326,10 @@ class SKPOAgentLoop(AgentLoopBase):
         return t_q
 
     async def _candidates(self, uid, prompt_ids, t_q, sampling_params, priority) -> list[TokenOutput]:
-        """Step 2: G candidates from q, each stopped after t_q tokens."""
+        """Step 2: G candidates from q (algorithm.skpo.num_candidates if set), each stopped after t_q tokens."""
         return await _all_or_none(
             self._generate(uid, f"candidate-{k}", prompt_ids, sampling_params, t_q, priority)
-            for k in range(self.setup.group_size)
+            for k in range(self.skpo.num_candidates or self.setup.group_size)
         )
 
     def _ended(self, token_ids: list[int], t_q: int) -> bool:

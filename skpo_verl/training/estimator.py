@@ -160,10 +160,10 @@ def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths,
         "skpo/split_length_mean": _mean(rows.split_lengths[up]),
     }
     if rows.segment_nll is not None:
-        answers_per_prompt = down.sum() / max(up.sum(), 1)
+        candidates_per_prompt = state.config.num_candidates or down.sum() / max(up.sum(), 1)  # None = G
         out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
         out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
-        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / answers_per_prompt)
+        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / candidates_per_prompt)
     return out
 
 
