@@ -225,6 +225,9 @@ def test_logprob_divergence_rescores_returning_prompts_with_the_actor(workdir, t
         2,
         f"data.train_files={one_batch_train_file(workdir, tmp_path)}",
         "+algorithm.skpo.tracker.divergence=logprob",
+        # verl's sequential sampler, so that every prompt of the one-batch file returns at step 2
+        # (the prioritized sampler draws with replacement).
+        "+algorithm.skpo.prioritized_sampling=false",
         f"actor_rollout_ref.actor.optim.lr={lr}",
         f"trainer.default_local_dir={checkpoints}",
         "trainer.save_freq=2",
