@@ -122,43 +122,57 @@ def _end_ray(ray_dir: str) -> None:
         process.kill()
 
 
-def train(algo: str, steps: int, workdir: str, out_dir: Path) -> dict:
-    """Run the launcher; return its metrics, wall time and peak PSS."""
-    run_dir = out_dir / algo
-    run_dir.mkdir(parents=True, exist_ok=True)
+def run_launcher(run_dir: Path, variables: dict, overrides: list, poll=None) -> int:
+    """Run `examples/cpu_tiny_skpo.sh` on a local Ray cluster of its own; return its exit code.
+
+    `variables` are the launcher's environment variables (ALGO, STEPS, WORKDIR, ...), `overrides`
+    its extra Hydra overrides; output goes to `run_dir/output.log` and verl's metrics to
+    `run_dir/metrics.jsonl`. `poll(process, ray_dir)`, when given, is called every second while it runs.
+    """
     ray_dir = tempfile.mkdtemp(prefix="skpo-ray-", dir="/tmp")
-    env = {
-        **os.environ,
-        "ALGO": algo,
-        "STEPS": str(steps),
-        "WORKDIR": workdir,
-        "RUN_DIR": str(run_dir),
-        "PROMPTS_PER_STEP": str(PROMPTS_PER_STEP),
-        "GROUP_SIZE": str(GROUP_SIZE),
-    }
+    env = {**os.environ, **variables, "RUN_DIR": str(run_dir)}
     env.pop("VERL_FILE_LOGGER_PATH", None)
     command = [
         "bash",
         str(LAUNCHER),
-        f"trainer.test_freq={steps}",
+        *overrides,
         "+ray_kwargs.ray_init.address=local",
         f"+ray_kwargs.ray_init._temp_dir={ray_dir}",
     ]
-    peak = 0
-    started = time.monotonic()
     try:
         with open(run_dir / "output.log", "w") as log:
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            root = psutil.Process(process.pid)
             while process.poll() is None:
-                peak = max(peak, _tree_pss(root, ray_dir))
+                if poll is not None:
+                    poll(process, ray_dir)
                 time.sleep(1.0)
     finally:
         _end_ray(ray_dir)
         shutil.rmtree(ray_dir, ignore_errors=True)
-    if process.returncode != 0:
-        raise RuntimeError(f"{algo} run failed ({process.returncode}); see {run_dir / 'output.log'}")
-    return {"metrics": read_metrics(str(run_dir / "metrics.jsonl")), "wall_s": time.monotonic() - started, "peak": peak}
+    return process.returncode
+
+
+def train(algo: str, steps: int, workdir: str, out_dir: Path) -> dict:
+    """Run the launcher; return its metrics, wall time and peak PSS."""
+    run_dir = out_dir / algo
+    run_dir.mkdir(parents=True, exist_ok=True)
+    variables = {
+        "ALGO": algo,
+        "STEPS": str(steps),
+        "WORKDIR": workdir,
+        "PROMPTS_PER_STEP": str(PROMPTS_PER_STEP),
+        "GROUP_SIZE": str(GROUP_SIZE),
+    }
+    peak = [0]
+
+    def measure(process, ray_dir):
+        peak[0] = max(peak[0], _tree_pss(psutil.Process(process.pid), ray_dir))
+
+    started = time.monotonic()
+    returncode = run_launcher(run_dir, variables, [f"trainer.test_freq={steps}"], poll=measure)
+    if returncode != 0:
+        raise RuntimeError(f"{algo} run failed ({returncode}); see {run_dir / 'output.log'}")
+    return {"metrics": read_metrics(str(run_dir / "metrics.jsonl")), "wall_s": time.monotonic() - started, "peak": peak[0]}
 
 
 def decoded_tokens(metrics: dict) -> float:

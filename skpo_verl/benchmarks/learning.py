@@ -54,15 +54,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from skpo_verl.benchmarks.cpu_demo import LAUNCHER, _end_ray, load_average
+from skpo_verl.benchmarks.cpu_demo import load_average, run_launcher
 from skpo_verl.cpu.report import heldout_key, read_metrics
 
 PROMPTS_PER_STEP = 8
@@ -310,33 +308,16 @@ def train(method: str, seed: int, settings: Settings, workdir: str, run_dir: Pat
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    ray_dir = tempfile.mkdtemp(prefix="skpo-ray-", dir="/tmp")
     launcher_variables = {name: str(getattr(settings, field)) for name, field in LAUNCHER_VARIABLES.items()}
-    env = {
-        **os.environ,
-        **launcher_variables,
-        "ALGO": METHODS[method].algo,
-        "WORKDIR": workdir,
-        "RUN_DIR": str(run_dir),
-    }
-    env.pop("VERL_FILE_LOGGER_PATH", None)
-    command = [
-        "bash",
-        str(LAUNCHER),
+    variables = {**launcher_variables, "ALGO": METHODS[method].algo, "WORKDIR": workdir}
+    overrides = [
         *METHODS[method].overrides,
         *seed_overrides(seed),
         f"data.val_max_samples={settings.val_max_samples}",
         f"trainer.experiment_name={method}_seed{seed}",
-        "+ray_kwargs.ray_init.address=local",
-        f"+ray_kwargs.ray_init._temp_dir={ray_dir}",
     ]
     started = time.monotonic()
-    try:
-        with open(run_dir / "output.log", "w") as log:
-            returncode = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    finally:
-        _end_ray(ray_dir)
-        shutil.rmtree(ray_dir, ignore_errors=True)
+    returncode = run_launcher(run_dir, variables, overrides)
     if returncode != 0:
         raise RuntimeError(f"{method} seed {seed} failed (exit {returncode}); see {run_dir / 'output.log'}")
     print(f"  {method} seed {seed}: {time.monotonic() - started:.0f} s ({load_average()})", flush=True)
