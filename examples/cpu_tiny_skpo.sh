@@ -10,6 +10,7 @@ set -euo pipefail
 
 ALGO=${ALGO:-skpo}                    # skpo | grpo
 WORKDIR=${WORKDIR:-$HOME/.cache/skpo_verl/cpu_tiny}   # tiny model + data are built here once
+TASK=${TASK:-demo}                    # demo | benchmark (the learning benchmark's larger task)
 STEPS=${STEPS:-30}                    # training steps
 VAL_EVERY=${VAL_EVERY:-5}             # held-out validation (greedy) every VAL_EVERY steps, and before training
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-8}
@@ -27,7 +28,7 @@ export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python -c "import psutil; print(min(8,
 # instead of two (the answers are short integers), and no idle Ray workers started ahead of need.
 export SKPO_REWARD_JUDGE_PROCESSES=${SKPO_REWARD_JUDGE_PROCESSES:-1}
 export RAY_prestart_worker_first_driver=${RAY_prestart_worker_first_driver:-0}
-eval "$(python -m skpo_verl.cpu.prepare "$WORKDIR")"
+eval "$(python -m skpo_verl.cpu.prepare --task "$TASK" "$WORKDIR")"
 # verl's file logger (trainer.logger below) writes every step's metrics here; the curve is read back from it.
 export VERL_FILE_LOGGER_PATH=${VERL_FILE_LOGGER_PATH:-$RUN_DIR/metrics.jsonl}
 mkdir -p "$(dirname "$VERL_FILE_LOGGER_PATH")"

@@ -30,6 +30,9 @@ EARLY_EOS_CANDIDATES = "skpo_early_eos_candidates"  # candidates that ended (EOS
 # upstream_reward=own_completion ("w/o MC"): the reward of the kept candidate's own completion
 # (q -> s -> rest), judged by verl's reward path; 0 on every other row and in other modes.
 COMPLETION_REWARD = "skpo_completion_reward"
+# upstream_reward=own_completion: tokens decoded to complete the kept candidate (the rest after it;
+# 0 when it had ended); 0 on every other row and in other modes. For cost metrics only.
+COMPLETION_TOKENS = "skpo_completion_tokens"
 
 ROLLOUT_FIELDS: Mapping[str, type] = {
     IS_UPSTREAM: np.int64,
@@ -39,6 +42,7 @@ ROLLOUT_FIELDS: Mapping[str, type] = {
     CANDIDATE_TOKENS: np.int64,
     EARLY_EOS_CANDIDATES: np.int64,
     COMPLETION_REWARD: np.float32,
+    COMPLETION_TOKENS: np.int64,
 }
 
 # Columns verl already provides and SKPO relies on.
@@ -77,6 +81,7 @@ class SKPORows:
     segment_nll: Optional[np.ndarray] = None  # float [B]
     candidate_tokens: Optional[np.ndarray] = None  # int [B]
     early_eos_candidates: Optional[np.ndarray] = None  # int [B]
+    completion_tokens: Optional[np.ndarray] = None  # int [B], own_completion mode
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence], is_padding: Sequence[bool]) -> "SKPORows":
@@ -104,4 +109,5 @@ class SKPORows:
             segment_nll=column(SEGMENT_NLL, np.float64),
             candidate_tokens=column(CANDIDATE_TOKENS, np.int64),
             early_eos_candidates=column(EARLY_EOS_CANDIDATES, np.int64),
+            completion_tokens=column(COMPLETION_TOKENS, np.int64),
         )

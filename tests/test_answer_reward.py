@@ -104,7 +104,7 @@ def _rollout(tmp, transfer_queue, reward_overrides, skpo_overrides=(), rest_text
     (uid,) = uids
     assert listing[uid]["status"] == "finished"
     keys = [f"{uid}_0_0", f"{uid}_0_1", *(f"{uid}_{s}_0" for s in range(1, G))]
-    fields = ["responses", "rm_scores", R.IS_UPSTREAM, R.COMPLETION_REWARD]
+    fields = ["responses", "rm_scores", R.IS_UPSTREAM, R.COMPLETION_REWARD, R.COMPLETION_TOKENS]
     data = transfer_queue.kv_batch_get(keys=keys, partition_id="train", select_fields=fields)
     return SimpleNamespace(tokenizer=tokenizer, server=server, data=data, up=0, answers=list(range(1, G + 1)))
 
@@ -153,6 +153,9 @@ def test_wo_mc_rewards_the_upstream_row_with_its_own_completion(tmp_path, transf
     assert [out.data[R.COMPLETION_REWARD][row].item() for row in out.answers] == [0.0] * G
     assert [out.data["rm_scores"][row][-1].item() for row in out.answers] == [1.0] * G
     assert out.data["responses"][out.up].tolist() == out.server.candidate[:SPLIT]  # the row still trains on s
+    # Its cost: the rest decoded after the candidate ("\nAnswer: n" is 10 byte tokens, + EOS), on the upstream row.
+    assert out.data[R.COMPLETION_TOKENS][out.up].item() == len(out.server.rest) == 11
+    assert [out.data[R.COMPLETION_TOKENS][row].item() for row in out.answers] == [0] * G
 
 
 def test_continual_answers_continue_the_segment_within_the_response_budget(tmp_path, transfer_queue):

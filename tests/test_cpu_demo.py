@@ -46,6 +46,18 @@ def test_rows_follow_verls_schema_with_unique_indices(tmp_path):
         assert open(a, "rb").read() == open(b, "rb").read()
 
 
+def test_the_benchmark_task_is_three_numbers_of_1_to_9_with_64_held_out_and_a_longer_warm_start():
+    from skpo_verl.cpu.prepare import TASKS, prepare
+
+    spec, warm = TASKS["benchmark"]
+    train, val = task.problems(spec)
+    assert (len(train), len(val)) == (9**3 - 64, 64)
+    assert max(sum(operands[:2]) for operands in train) == 18  # two-digit partial sums
+    assert warm.steps == 4 * TASKS["demo"][1].steps and warm.slip_rate == TASKS["demo"][1].slip_rate
+    with pytest.raises(ValueError, match="unknown task 'hard'; choose one of: demo, benchmark"):
+        prepare("unused", "hard")
+
+
 def test_the_projects_reward_judges_the_worked_solution():
     from skpo_verl.reward import compute_score
 

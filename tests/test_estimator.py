@@ -40,10 +40,13 @@ def _batch(groups):
     return token_rewards, torch.ones(n, T), rows
 
 
-def _run(config, groups, state=None, step=1):
+def _run(config, groups, state=None, step=1, metrics=None, completion_tokens=None):
     state = state or SKPOState(config)
     token_rewards, mask, rows = _batch(groups)
-    advantages, _ = compute_skpo_advantage(token_rewards, mask, skpo_rows=rows, skpo_state=state, global_step=step)
+    rows.completion_tokens = completion_tokens
+    advantages, _ = compute_skpo_advantage(
+        token_rewards, mask, skpo_rows=rows, skpo_state=state, global_step=step, metrics=metrics
+    )
     return advantages[:, 0].numpy(), rows, state
 
 
@@ -69,6 +72,18 @@ def test_own_completion_rewards_the_upstream_row_with_the_completion_not_its_ans
     # raw A = R_I - V_prev = 1 - 0 and -1 - 0 -> normalised +-1/sqrt(2) / ... = (+-1) / std(ddof=1)=sqrt(2)
     np.testing.assert_allclose(advantages[rows.is_upstream], [2**-0.5, -(2**-0.5)], atol=1e-5)
     assert tracker_to_reward(state.values.value(1)) == pytest.approx(1.0)
+
+
+def test_own_completion_logs_the_tokens_its_completions_decoded_per_prompt():
+    groups = [("a", 1, 1.0, [-1, -1]), ("b", 2, -1.0, [1, 1])]
+    # Rows: up a, 2 answers, up b, 2 answers; a's completion decoded 7 tokens, b's candidate had ended (0).
+    tokens = np.array([7, 0, 0, 0, 0, 0])
+    metrics = {}
+    _run(SKPOConfig(upstream_reward="own_completion"), groups, metrics=metrics, completion_tokens=tokens)
+    assert metrics["skpo/rollout/completion_tokens_mean"] == pytest.approx(3.5)
+    metrics = {}
+    _run(SKPOConfig(), groups, metrics=metrics, completion_tokens=np.zeros(6, dtype=int))
+    assert "skpo/rollout/completion_tokens_mean" not in metrics  # no completion in the paper's default mode
 
 
 def test_batch_downstream_normalisation_is_selected_by_config():

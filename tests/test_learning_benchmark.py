@@ -26,6 +26,9 @@ def test_decoded_tokens_count_skpo_candidates_and_answers_and_grpo_answers():
     }
     assert decoded_tokens(skpo, rows_per_step=64) == 8 * 40 + 64 * 20  # 1600
     assert decoded_tokens({"response_length/mean": 25.0}, rows_per_step=64) == 1600
+    # "w/o MC": plus each prompt's completion of its kept candidate, 5 tokens on average.
+    wo_mc = {**skpo, "skpo/rollout/completion_tokens_mean": 5.0}
+    assert decoded_tokens(wo_mc, rows_per_step=64) == 1600 + 8 * 5
 
 
 def _metrics(accuracies, tokens_per_step, step_time=2.0):

@@ -49,6 +49,7 @@ def _row(uid, index, session, upstream, response_len, reward, segment_len=3):
         "skpo_candidate_tokens": 15,
         "skpo_early_eos_candidates": 1,
         "skpo_completion_reward": 0.0,
+        "skpo_completion_tokens": 0,
     }
 
 

@@ -103,6 +103,7 @@ def _skpo_fields(prompt: Prompt, upstream: bool) -> dict:
         "skpo_candidate_tokens": 3 * len(prompt.rewards),
         "skpo_early_eos_candidates": 0,
         "skpo_completion_reward": 0.0,
+        "skpo_completion_tokens": 0,
     }
 
 

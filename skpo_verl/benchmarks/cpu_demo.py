@@ -33,7 +33,7 @@ from types import SimpleNamespace
 
 import psutil
 
-from skpo_verl.cpu.report import read_metrics
+from skpo_verl.cpu.report import decoded_tokens, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "examples" / "cpu_tiny_skpo.sh"
@@ -175,16 +175,6 @@ def train(algo: str, steps: int, workdir: str, out_dir: Path) -> dict:
     return {"metrics": read_metrics(str(run_dir / "metrics.jsonl")), "wall_s": time.monotonic() - started, "peak": peak[0]}
 
 
-def decoded_tokens(metrics: dict) -> float:
-    """Tokens the rollout decoded in one step: SKPO's candidates and answers, GRPO's answers."""
-    if "skpo/upstream/rows" in metrics:
-        return (
-            metrics["skpo/upstream/rows"] * metrics["skpo/rollout/candidate_tokens_mean"]
-            + metrics["skpo/downstream/rows"] * metrics["skpo/downstream/answer_length_mean"]
-        )
-    return PROMPTS_PER_STEP * GROUP_SIZE * metrics["response_length/mean"]
-
-
 def step_summary(run: dict) -> dict:
     steps = sorted(step for step, m in run["metrics"].items() if step >= 2 and "timing_s/step" in m)
     if not steps:
@@ -192,7 +182,7 @@ def step_summary(run: dict) -> dict:
     return {
         "median_step_s": statistics.median(run["metrics"][s]["timing_s/step"] for s in steps),
         "median_gen_s": statistics.median(run["metrics"][s]["timing_s/gen"] for s in steps),
-        "decoded_tokens": statistics.median(decoded_tokens(run["metrics"][s]) for s in steps),
+        "decoded_tokens": statistics.median(decoded_tokens(run["metrics"][s], PROMPTS_PER_STEP * GROUP_SIZE) for s in steps),
         "wall_s": run["wall_s"],
         "peak_gb": run["peak"] / 1e9,
     }

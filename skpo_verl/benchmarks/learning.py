@@ -4,9 +4,10 @@
                                             [--out-dir DIR] [--quick]
 
 Every run is `python -m verl.trainer.main_ppo` through the CPU launcher
-(`examples/cpu_tiny_skpo.sh`) on the built-in chain-sum task and warm-started tiny model
-(`skpo_verl.cpu.prepare`, built once before the first run and reused by every run), each on
-its own local Ray cluster, one after another. All methods get the same prompts per step, G,
+(`examples/cpu_tiny_skpo.sh`) on the chain-sum task's `benchmark` size (3 numbers from 1..9,
+665 training / 64 held-out problems) and its warm-started tiny model (`skpo_verl.cpu.prepare
+--task benchmark`, built once before the first run and reused by every run), each on its own
+local Ray cluster, one after another. All methods get the same prompts per step, G,
 steps, learning rate, response budget and seeds; a seed sets `data.seed` (verl's train
 sampler), `+algorithm.skpo.seed` (SKPO's split draws and prioritized sampler) and
 `actor_rollout_ref.rollout.seed` (the `hf_cpu` sampling generator).
@@ -24,8 +25,8 @@ What is recorded, per run and step, from verl's file-logger metrics (`skpo_verl.
 held-out accuracy (verl's greedy validation before training and every `--val-every` steps),
 decoded tokens (GRPO, CISPO: prompts x G x `response_length/mean`; SKPO: the prompts'
 candidate tokens, `skpo/upstream/rows` x `skpo/rollout/candidate_tokens_mean`, plus the
-answers, `skpo/downstream/rows` x `skpo/downstream/answer_length_mean`; "w/o MC"'s extra
-completion per prompt is not logged by any metric and is not counted), samples (answers:
+answers, `skpo/downstream/rows` x `skpo/downstream/answer_length_mean`, plus "w/o MC"'s
+completions, `skpo/upstream/rows` x `skpo/rollout/completion_tokens_mean`), samples (answers:
 prompts x G per step, the same for every method) and wall time (the sum of `timing_s/step`:
 training only; start-up and validation, equal for all methods, are left out).
 
@@ -61,7 +62,7 @@ from pathlib import Path
 import pandas as pd
 
 from skpo_verl.benchmarks.cpu_demo import load_average, run_launcher
-from skpo_verl.cpu.report import heldout_key, read_metrics
+from skpo_verl.cpu.report import decoded_tokens, heldout_key, read_metrics
 
 PROMPTS_PER_STEP = 8
 GROUP_SIZE = 8
@@ -70,6 +71,7 @@ STEPS = 50
 SEEDS = (0, 1, 2)
 VAL_EVERY = 1
 BASELINE = "grpo"
+TASK = "benchmark"  # the larger chain-sum task (skpo_verl.cpu.prepare.TASKS)
 # From the --quick runs (docs/learning_benchmark.md), rounded up; they size the defaults and
 # the estimate printed before a run.
 START_UP_S = 100.0
@@ -109,6 +111,7 @@ class Settings:
     group_size: int = GROUP_SIZE
     lr: float = LR
     val_max_samples: int = -1  # verl's data.val_max_samples; -1 = the whole held-out set
+    task: str = TASK  # skpo_verl.cpu.prepare.TASKS
 
 
 # The launcher's variables (examples/cpu_tiny_skpo.sh) that carry the settings.
@@ -118,6 +121,7 @@ LAUNCHER_VARIABLES = {
     "PROMPTS_PER_STEP": "prompts_per_step",
     "GROUP_SIZE": "group_size",
     "LR": "lr",
+    "TASK": "task",
 }
 
 
@@ -126,19 +130,6 @@ def seed_overrides(seed: int) -> list[str]:
 
 
 # ---- per-step arithmetic (pure) ------------------------------------------------------------
-
-
-def decoded_tokens(metrics: dict, rows_per_step: int) -> float:
-    """Tokens the rollout decoded in one step: SKPO's candidates and answers, otherwise the answers.
-
-    `rows_per_step` = prompts x G, the answers of a GRPO step (verl logs only their mean length).
-    """
-    if "skpo/upstream/rows" in metrics:
-        return (
-            metrics["skpo/upstream/rows"] * metrics["skpo/rollout/candidate_tokens_mean"]
-            + metrics["skpo/downstream/rows"] * metrics["skpo/downstream/answer_length_mean"]
-        )
-    return rows_per_step * metrics["response_length/mean"]
 
 
 def run_points(by_step: dict[int, dict], settings: Settings) -> pd.DataFrame:
@@ -338,7 +329,7 @@ def run_benchmark(
             f"--steps {settings.steps} must be a multiple of --val-every {settings.val_every} (final accuracy)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepare(workdir)  # the warm start, once, outside every run's time
+    prepare(workdir, settings.task)  # the warm start, once, outside every run's time
     print(
         f"{len(methods)} methods x {len(seeds)} seeds x {settings.steps} steps: about "
         f"{estimated_minutes(methods, len(seeds), settings):.0f} min at the pace measured on the 2-core build "

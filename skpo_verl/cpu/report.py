@@ -37,6 +37,24 @@ def read_metrics(path: str) -> dict[int, dict]:
     return dict(by_step)
 
 
+def decoded_tokens(metrics: dict, rows_per_step: int) -> float:
+    """Tokens the rollout decoded in one step, from its logged metrics.
+
+    SKPO: every prompt's candidates (`skpo/upstream/rows` x `skpo/rollout/candidate_tokens_mean`),
+    the answers (`skpo/downstream/rows` x `skpo/downstream/answer_length_mean`) and, with
+    `upstream_reward=own_completion`, the kept candidates' completions (`skpo/upstream/rows` x
+    `skpo/rollout/completion_tokens_mean`). Otherwise `rows_per_step` (prompts x G) answers of
+    `response_length/mean` tokens (verl logs only their mean length).
+    """
+    if "skpo/upstream/rows" in metrics:
+        return (
+            metrics["skpo/upstream/rows"] * metrics["skpo/rollout/candidate_tokens_mean"]
+            + metrics["skpo/downstream/rows"] * metrics["skpo/downstream/answer_length_mean"]
+            + metrics["skpo/upstream/rows"] * metrics.get("skpo/rollout/completion_tokens_mean", 0.0)
+        )
+    return rows_per_step * metrics["response_length/mean"]
+
+
 def heldout_key(metrics: dict) -> str | None:
     """verl's greedy validation accuracy of the first data source it logged."""
     found = sorted(key for key in metrics if key.startswith("val-core/") and "/acc/mean@" in key)

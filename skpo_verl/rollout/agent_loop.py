@@ -75,6 +75,7 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
     skpo_candidate_tokens: int
     skpo_early_eos_candidates: int
     skpo_completion_reward: float = 0.0
+    skpo_completion_tokens: int = 0
     # upstream_reward=own_completion: the kept candidate's own completion (q -> s -> rest), which
     # the reward shim judges and turns into skpo_completion_reward. Never stored as a column.
     _own_completion: Optional[AgentLoopOutput] = PrivateAttr(default=None)
@@ -275,6 +276,7 @@ class SKPOAgentLoop(AgentLoopBase):
         upstream = self._output(prompt_ids, kept, segment, is_upstream=True, started=started)
         if completion is not None:
             upstream._own_completion = self._completion_output(prompt_ids, completion, started)
+            upstream.skpo_completion_tokens = len(completion.token_ids) - len(segment.candidate.token_ids)
         return [upstream, downstream]
 
     async def _segment(self, uid, prompt_ids, sampling_params, priority, kwargs) -> KeptSegment:
@@ -480,6 +482,7 @@ class SKPOAgentLoop(AgentLoopBase):
             skpo_candidate_tokens=segment.candidate_tokens,
             skpo_early_eos_candidates=segment.early_eos_candidates,
             skpo_completion_reward=0.0,
+            skpo_completion_tokens=0,
         )
 
     def _join(self, uid: str) -> _PromptGroup:

@@ -164,6 +164,9 @@ def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths,
         out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
         out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
         out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / candidates_per_prompt)
+    if state.config.upstream_reward == "own_completion" and rows.completion_tokens is not None:
+        # "w/o MC"'s extra decoding: the kept candidate's completion, per prompt.
+        out["skpo/rollout/completion_tokens_mean"] = _mean(rows.completion_tokens[up])
     return out
 
 
