@@ -13,6 +13,7 @@ import pytest
 
 from skpo_verl.benchmarks import learning
 from skpo_verl.benchmarks.learning import METHODS, Settings, cost_to_reach, decoded_tokens, run_points, summary_table
+from skpo_verl.cpu.report import read_metrics
 
 ACC = "val-core/skpo_tiny/chain_sum/acc/mean@1"
 
@@ -114,7 +115,7 @@ def test_the_half_candidates_method_asks_for_g_over_2():
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 6 runs of 1-2.5 min
+@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 8 runs of 1-2.5 min
 def test_quick_runs_every_method_and_writes_csv_curves_and_table(tmp_path):
     out = tmp_path / "out"
     learning.main(["--quick", "--out-dir", str(out), "--workdir", str(tmp_path / "work")])
@@ -131,3 +132,7 @@ def test_quick_runs_every_method_and_writes_csv_curves_and_table(tmp_path):
     table = (out / "table.md").read_text()
     for method in METHODS:
         assert f"| {method} |" in table
+    # "w/o MC" logs the tokens of its completions, and they count in its decoded tokens.
+    wo_mc = read_metrics(str(out / "runs" / "skpo_wo_mc_seed0" / "metrics.jsonl"))
+    assert all(wo_mc[step]["skpo/rollout/completion_tokens_mean"] >= 0 for step in (1, 2))
+    assert "skpo/rollout/completion_tokens_mean" not in read_metrics(str(out / "runs" / "skpo_seed0" / "metrics.jsonl"))[1]
