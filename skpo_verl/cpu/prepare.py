@@ -10,8 +10,8 @@ Two task sizes (`TASKS`), each built in its own sub-folder `DIR/<task>/`:
   demo       3 numbers from 1..4, 48 training / 16 held-out problems: the CPU demo
              (examples/cpu_tiny_skpo.sh), which GRPO and SKPO both learn within a few steps.
   benchmark  3 numbers from 1..9 (two-digit partial sums), 665 training / 64 held-out problems,
-             the learning benchmark's task: the same warm start leaves the model at about a third
-             on held-out problems, and there is more to learn (81 first steps instead of 16).
+             the learning benchmark's task: more to learn (81 first steps instead of 16), after a
+             4x longer warm start (1,200 steps) that leaves 39% greedy held-out accuracy.
 """
 
 from __future__ import annotations
