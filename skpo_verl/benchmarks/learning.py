@@ -38,16 +38,15 @@ Outputs in `--out-dir`: `points.csv` (every run and step), `accuracy_vs_step.png
 reach GRPO's final accuracy as ratios to GRPO ("not reached" otherwise), decoded tokens per
 step. Reaching is read on the mean-over-seeds curve at validated steps.
 
-Budget (issue 13: the full run in 90 minutes on a 2-core machine). Sized from the `--quick`
-runs on the 2-core build machine while other jobs loaded it (load average 6-12;
-docs/learning_benchmark.md has the figures): a run costs about START_UP_S before its first
-step (launcher, Ray, TransferQueue, workers, model load; 75-110 s measured), then
-STEP_S_GRPO (GRPO, CISPO; 2.0-2.2 s measured) or STEP_S_SKPO (SKPO variants; 1.7-1.9 s
-measured, rounded up for their longer decoding) per step and VALIDATION_S per validation
-(0.15-0.3 s). The defaults, 6 methods x 3 seeds x 50 steps validated every step, add up to
-3 x (2 x (100 + 50 x 2.0 + 51 x 0.3) + 4 x (100 + 50 x 2.5 + 51 x 0.3)) s = 70 min, of which
-30 min is start-up: 20 min of margin for a slower machine. `estimated_minutes` does this sum
-for the chosen methods, seeds and steps and prints it before the first run.
+Budget (issue 13: the full run in 90 minutes on a 2-core machine). Measured on the 2-core
+build machine (load average 1.4-4.6; docs/learning_benchmark.md has the figures): a run costs
+about START_UP_S before its first step (launcher, Ray, TransferQueue, workers, model load),
+then STEP_S_GRPO (GRPO, CISPO; median 1.13 s measured) or STEP_S_SKPO (SKPO variants; median
+1.44-1.59 s) per step and VALIDATION_S per validation of the 64 held-out prompts (about 1 s).
+The defaults, 8 methods x 3 seeds x 50 steps validated every step, add up to
+3 x (2 x (50 + 50 x 1.2 + 51 x 1.1) + 6 x (50 + 50 x 1.6 + 51 x 1.1)) s = 72 min; the full run
+took 73 min. `estimated_minutes` does this sum for the chosen methods, seeds and steps and
+prints it before the first run.
 """
 
 from __future__ import annotations
@@ -77,12 +76,12 @@ SEEDS = (0, 1, 2)
 VAL_EVERY = 1
 BASELINE = "grpo"
 TASK = "benchmark"  # the larger chain-sum task (skpo_verl.cpu.prepare.TASKS)
-# From the --quick runs (docs/learning_benchmark.md), rounded up; they size the defaults and
-# the estimate printed before a run.
-START_UP_S = 100.0
-STEP_S_GRPO = 2.0
-STEP_S_SKPO = 2.5
-VALIDATION_S = 0.3
+# From the full run (docs/learning_benchmark.md), rounded up; they size the defaults and the
+# estimate printed before a run.
+START_UP_S = 50.0
+STEP_S_GRPO = 1.2
+STEP_S_SKPO = 1.6
+VALIDATION_S = 1.1
 
 
 @dataclass(frozen=True)
