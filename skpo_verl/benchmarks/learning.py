@@ -67,9 +67,9 @@ from skpo_verl.cpu.report import decoded_tokens, heldout_key, read_metrics
 
 PROMPTS_PER_STEP = 8
 GROUP_SIZE = 8
-# Chosen on GRPO, the baseline, before any SKPO run of the full benchmark: at the CPU demo's 5e-4
-# GRPO's held-out accuracy on this task peaked at step 5 (89%) and fell to 70% by step 30; at 2e-4
-# it climbed to 97-98% and stayed (docs/learning_benchmark.md, "Sizing").
+# From one-seed probes of GRPO and SKPO on this task before the full run: at the CPU demo's 5e-4
+# both were unstable (GRPO 89% at step 5 -> 70% at step 30; SKPO 44-70%, 44% at step 30); at 2e-4 both
+# rose and stayed (GRPO 98%, SKPO 94% at step 40). docs/learning_benchmark.md, "Sizing".
 LR = 2e-4
 STEPS = 50
 SEEDS = (0, 1, 2)
