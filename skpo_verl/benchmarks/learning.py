@@ -41,8 +41,8 @@ step. Reaching is read on the mean-over-seeds curve at validated steps.
 Budget (issue 13: the full run in 90 minutes on a 2-core machine). Measured on the 2-core
 build machine (load average 1.4-4.6; docs/learning_benchmark.md has the figures): a run costs
 about START_UP_S before its first step (launcher, Ray, TransferQueue, workers, model load),
-then STEP_S_GRPO (GRPO, CISPO; median 1.13 s measured) or STEP_S_SKPO (SKPO variants; median
-1.44-1.59 s) per step and VALIDATION_S per validation of the 64 held-out prompts (about 1 s).
+then STEP_S_GRPO (GRPO, CISPO; median 1.14-1.22 s measured) or STEP_S_SKPO (SKPO variants; median
+1.43-1.64 s) per step and VALIDATION_S per validation of the 64 held-out prompts (about 1 s).
 The defaults, 8 methods x 3 seeds x 50 steps validated every step, add up to
 3 x (2 x (50 + 50 x 1.2 + 51 x 1.1) + 6 x (50 + 50 x 1.6 + 51 x 1.1)) s = 72 min; the full run
 took 73 min. `estimated_minutes` does this sum for the chosen methods, seeds and steps and
