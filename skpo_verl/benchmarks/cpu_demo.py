@@ -182,7 +182,9 @@ def step_summary(run: dict) -> dict:
     return {
         "median_step_s": statistics.median(run["metrics"][s]["timing_s/step"] for s in steps),
         "median_gen_s": statistics.median(run["metrics"][s]["timing_s/gen"] for s in steps),
-        "decoded_tokens": statistics.median(decoded_tokens(run["metrics"][s], PROMPTS_PER_STEP * GROUP_SIZE) for s in steps),
+        "decoded_tokens": statistics.median(
+            decoded_tokens(run["metrics"][s], PROMPTS_PER_STEP * GROUP_SIZE) for s in steps
+        ),
         "wall_s": run["wall_s"],
         "peak_gb": run["peak"] / 1e9,
     }

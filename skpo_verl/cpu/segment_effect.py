@@ -22,15 +22,9 @@ import torch
 
 from skpo_verl.cpu import task
 from skpo_verl.cpu.generation import SamplingRequest, generate_batch
+from skpo_verl.cpu.warm_start import prompt_ids
 
 _ANSWER = re.compile(r"Answer: (-?\d+)")
-
-
-def _chat_prompt(tokenizer, operands) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": task.prompt_text(operands)}], add_generation_prompt=True, tokenize=True
-    )
-    return list(ids) if isinstance(ids, list) else list(ids["input_ids"])
 
 
 def first_step_tokens(tokenizer, operands, slip: int) -> list[int]:
@@ -47,7 +41,7 @@ def segment_effect(model, tokenizer, problems, answers: int = 8, max_tokens: int
         for conditioning in ("skip", "continual"):
             inputs, prefixes = [], []
             for operands in problems:
-                segment, prompt = first_step_tokens(tokenizer, operands, slip), _chat_prompt(tokenizer, operands)
+                segment, prompt = first_step_tokens(tokenizer, operands, slip), prompt_ids(tokenizer, operands)
                 inputs.append(segment + prompt if conditioning == "skip" else prompt + segment)
                 prefixes.append(tokenizer.decode(segment) if conditioning == "continual" else "")
             requests = [

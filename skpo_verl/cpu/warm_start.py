@@ -39,13 +39,17 @@ class WarmStartSpec:
     seed: int = 0
 
 
-def _example(tokenizer, operands, slipped: bool, prefix_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, target ids + EOS): chat-templated problem, optionally after a solution's first tokens."""
+def prompt_ids(tokenizer, operands) -> list[int]:
+    """The chat-templated problem's token ids, ending in the generation prompt."""
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt_text(operands)}], add_generation_prompt=True, tokenize=True
     )
-    if not isinstance(prompt, list):  # transformers 5 returns a BatchEncoding
-        prompt = list(prompt["input_ids"])
+    return list(prompt) if isinstance(prompt, list) else list(prompt["input_ids"])  # transformers 5: BatchEncoding
+
+
+def _example(tokenizer, operands, slipped: bool, prefix_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, target ids + EOS): chat-templated problem, optionally after a solution's first tokens."""
+    prompt = prompt_ids(tokenizer, operands)
     target = tokenizer.encode(worked_solution(operands, 1 if slipped else 0), add_special_tokens=False)
     return target[:prefix_length] + list(prompt), target + [tokenizer.eos_token_id]
 
