@@ -16,7 +16,7 @@ VAL_EVERY=${VAL_EVERY:-5}             # held-out validation (greedy) every VAL_E
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-8}
 GROUP_SIZE=${GROUP_SIZE:-8}           # G: answers per prompt (rollout.n)
 RESPONSE_LENGTH=${RESPONSE_LENGTH:-32}
-LR=${LR:-5e-4}
+LR=${LR:-2e-4}                        # both algorithms; SKPO was unstable at 5e-4 (docs/algorithm.md)
 RANKS=${RANKS:-1}                     # FSDP2 ranks (gloo), each a Ray "GPU" slot
 RUN_DIR=${RUN_DIR:-skpo_cpu_tiny/$ALGO}   # metrics.jsonl, curve.csv and curve.png go here
 

@@ -53,7 +53,7 @@ def test_the_benchmark_task_is_three_numbers_of_1_to_9_with_64_held_out_and_a_lo
     train, val = task.problems(spec)
     assert (len(train), len(val)) == (9**3 - 64, 64)
     assert max(sum(operands[:2]) for operands in train) == 18  # two-digit partial sums
-    assert warm.steps == 4 * TASKS["demo"][1].steps and warm.slip_rate == TASKS["demo"][1].slip_rate
+    assert warm.steps == 2 * TASKS["demo"][1].steps and warm.slip_rate == TASKS["demo"][1].slip_rate
     with pytest.raises(ValueError, match="unknown task 'hard'; choose one of: demo, benchmark"):
         prepare("unused", "hard")
 

@@ -67,7 +67,7 @@ from skpo_verl.cpu.report import decoded_tokens, heldout_key, read_metrics
 
 PROMPTS_PER_STEP = 8
 GROUP_SIZE = 8
-# From one-seed probes of GRPO and SKPO on this task before the full run: at the CPU demo's 5e-4
+# From one-seed probes of GRPO and SKPO on this task before the full run: at 5e-4
 # both were unstable (GRPO 89% at step 5 -> 70% at step 30; SKPO 44-70%, 44% at step 30); at 2e-4 both
 # rose and stayed (GRPO 98%, SKPO 94% at step 40). docs/learning_benchmark.md, "Sizing".
 LR = 2e-4

@@ -7,11 +7,12 @@ launcher can `eval "$(python -m skpo_verl.cpu.prepare DIR)"`. Everything is buil
 deterministically without a download; what is already built with the same specs is reused.
 
 Two task sizes (`TASKS`), each built in its own sub-folder `DIR/<task>/`:
-  demo       3 numbers from 1..4, 48 training / 16 held-out problems: the CPU demo
-             (examples/cpu_tiny_skpo.sh), which GRPO and SKPO both learn within a few steps.
+  demo       3 numbers from 1..4, 48 training / 16 held-out problems, 600 warm-start steps
+             (greedy held-out accuracy 6%): the CPU demo (examples/cpu_tiny_skpo.sh), which GRPO
+             and SKPO both learn within a few steps.
   benchmark  3 numbers from 1..9 (two-digit partial sums), 665 training / 64 held-out problems,
              the learning benchmark's task: more to learn (81 first steps instead of 16), after a
-             4x longer warm start (1,200 steps) that leaves 39% greedy held-out accuracy.
+             2x longer warm start (1,200 steps) that leaves 39% greedy held-out accuracy.
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ from skpo_verl.cpu.warm_start import WarmStartSpec, warm_start
 DEFAULT_DIR = os.path.join("~", ".cache", "skpo_verl", "cpu_tiny")
 DEMO_MODEL = TinyModelSpec(chat_template=COMPACT_CHAT_TEMPLATE)
 DEMO_TASK = task.TaskSpec()
-DEMO_WARM_START = WarmStartSpec()
+# 600 steps, not fewer: after 300 the model's answers from SKPO's [s, q] barely depended on the
+# segment s it was shown (52% right after a right first step, 41% after a slipped one), so the
+# upstream reward R_I was mostly noise and SKPO's 30-step runs ended at 25%, 31%, 75% and 88%;
+# after 600 they follow s (95% vs 3%, `python -m skpo_verl.cpu.segment_effect --task demo`).
+DEMO_WARM_START = WarmStartSpec(steps=600)
 # name -> (task, warm start)
 TASKS = {
     "demo": (DEMO_TASK, DEMO_WARM_START),
-    # 81 first steps to learn instead of 16, and a 4x longer warm start so that the additions
+    # 81 first steps to learn instead of 16, and a 2x longer warm start so that the additions
     # themselves are learnt: what is left wrong is (almost only) the careless first step.
     "benchmark": (task.TaskSpec(terms=3, max_operand=9, val_size=64), WarmStartSpec(steps=1200)),
 }
