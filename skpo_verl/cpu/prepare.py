@@ -36,7 +36,7 @@ DEMO_TASK = task.TaskSpec()
 # segment s it was shown (52% right after a right first step, 41% after a slipped one), so the
 # upstream reward R_I was mostly noise and SKPO's 30-step runs ended at 25%, 31%, 75% and 88%;
 # after 600 they follow s (95% vs 3%, `python -m skpo_verl.cpu.segment_effect --task demo`).
-DEMO_WARM_START = WarmStartSpec(steps=600)
+DEMO_WARM_START = WarmStartSpec()  # 600 steps
 # name -> (task, warm start)
 TASKS = {
     "demo": (DEMO_TASK, DEMO_WARM_START),
