@@ -470,3 +470,23 @@ def test_a_candidate_ending_at_t_q_on_any_declared_eos_id_ended(tiny, tmp_path):
     assert [len(out.token_ids) for out in candidates].count(SPLIT) == G
     ended = [out.token_ids[-1] in (tiny.eos, second_eos) for out in candidates]
     assert results[0][0].skpo_early_eos_candidates == sum(ended) >= 1
+
+
+def test_a_session_waiting_for_the_segment_is_told_why_the_group_failed():
+    # Session 2 waits for the kept segment; session 1 fails first (here: its own wait timed out).
+    # Session 2's error names session 1 and its cause, whichever of the two timers fires first.
+    from skpo_verl.rollout.agent_loop import SKPORolloutError, _PromptGroup
+
+    async def scenario():
+        group = _PromptGroup("q7", size=3, loop=asyncio.get_running_loop())
+        waiting = asyncio.ensure_future(group.kept_segment(timeout_s=30))
+        await asyncio.sleep(0)
+        group.fail(1, SKPORolloutError("prompt uid=q7: no kept segment after 0.5 s (session 0 did not publish it)"))
+        with pytest.raises(SKPORolloutError) as raised:
+            await waiting
+        return str(raised.value)
+
+    assert asyncio.run(scenario()) == (
+        "prompt uid=q7: session 1 failed before the kept segment was ready (SKPORolloutError: "
+        "prompt uid=q7: no kept segment after 0.5 s (session 0 did not publish it))"
+    )

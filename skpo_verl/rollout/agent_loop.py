@@ -176,7 +176,8 @@ class _PromptGroup:
         if not self.segment.done():
             self.segment.set_exception(
                 SKPORolloutError(
-                    f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready"
+                    f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready "
+                    f"({type(error).__name__}: {error})"
                 )
             )
             self.segment.exception()  # retrieved here so asyncio does not warn when no sibling is waiting
