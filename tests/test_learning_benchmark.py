@@ -114,15 +114,52 @@ def test_the_half_candidates_method_asks_for_g_over_2():
     assert METHODS["skpo_half_candidates"].overrides == (f"+algorithm.skpo.num_candidates={learning.GROUP_SIZE // 2}",)
 
 
+def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
+    # The e2e test below runs one method per code path (QUICK_METHODS); the other SKPO methods
+    # differ from `skpo` only by `algorithm.skpo` values, checked here through SKPO's own parser.
+    from omegaconf import OmegaConf
+
+    from skpo_verl.config import SKPOConfig
+
+    def parsed(name):
+        overrides = [override.lstrip("+") for override in METHODS[name].overrides]
+        assert all(override.startswith("algorithm.skpo.") for override in overrides)
+        section = OmegaConf.select(OmegaConf.from_dotlist(overrides), "algorithm.skpo", default=None)
+        return SKPOConfig.from_mapping(OmegaConf.to_container(section) if section is not None else {})
+
+    assert parsed("skpo") == SKPOConfig.from_mapping({})
+    assert parsed("skpo_wo_skip").conditioning == "continual"
+    assert parsed("skpo_wo_mc").upstream_reward == "own_completion"
+    assert parsed("skpo_half_candidates").num_candidates == 4
+    assert (parsed("skpo_upstream_0.1").loss.upstream_weight, parsed("skpo_upstream_0.1").loss.downstream_weight) == (
+        0.1,
+        0.9,
+    )
+    assert (parsed("skpo_upstream_0").loss.upstream_weight, parsed("skpo_upstream_0").loss.downstream_weight) == (
+        0.0,
+        1.0,
+    )
+    assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
+        "skpo", "skpo_wo_skip", "skpo_wo_mc", "skpo_half_candidates", "skpo_upstream_0.1", "skpo_upstream_0"
+    }
+
+
+# One method per code path through verl: stock GRPO, SKPO's agent loop and loss, verl's CISPO
+# loss, and "w/o MC" (a third generation per prompt, whose tokens the harness must count).
+QUICK_METHODS = ["grpo", "skpo", "cispo", "skpo_wo_mc"]
+
+
 @pytest.mark.e2e
-@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 8 runs of 1-2.5 min
-def test_quick_runs_every_method_and_writes_csv_curves_and_table(tmp_path):
+@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 4 runs of 1-2.5 min
+def test_quick_runs_methods_and_writes_csv_curves_and_table(tmp_path):
     out = tmp_path / "out"
-    learning.main(["--quick", "--out-dir", str(out), "--workdir", str(tmp_path / "work")])
+    learning.main(
+        ["--quick", "--methods", ",".join(QUICK_METHODS), "--out-dir", str(out), "--workdir", str(tmp_path / "work")]
+    )
 
     points = pd.read_csv(out / "points.csv")
-    assert sorted(set(points["method"])) == sorted(METHODS)
-    for method in METHODS:
+    assert list(dict.fromkeys(points["method"])) == QUICK_METHODS
+    for method in QUICK_METHODS:
         assert list(points.loc[points["method"] == method, "step"]) == [0, 1, 2]
     assert points["heldout_accuracy"].notna().all()  # --quick validates every step
     trained = points[points["step"] > 0]
@@ -130,7 +167,7 @@ def test_quick_runs_every_method_and_writes_csv_curves_and_table(tmp_path):
     for name in ("accuracy_vs_step.png", "accuracy_vs_tokens.png", "accuracy_vs_wall.png"):
         assert (out / name).stat().st_size > 0
     table = (out / "table.md").read_text()
-    for method in METHODS:
+    for method in QUICK_METHODS:
         assert f"| {method} |" in table
     # "w/o MC" logs the tokens of its completions, and they count in its decoded tokens.
     wo_mc = read_metrics(str(out / "runs" / "skpo_wo_mc_seed0" / "metrics.jsonl"))
