@@ -119,13 +119,12 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
     # differ from `skpo` only by `algorithm.skpo` values, checked here through SKPO's own parser.
     from omegaconf import OmegaConf
 
-    from skpo_verl.config import SKPOConfig
+    from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 
     def parsed(name):
         overrides = [override.lstrip("+") for override in METHODS[name].overrides]
         assert all(override.startswith("algorithm.skpo.") for override in overrides)
-        section = OmegaConf.select(OmegaConf.from_dotlist(overrides), "algorithm.skpo", default=None)
-        return SKPOConfig.from_mapping(OmegaConf.to_container(section) if section is not None else {})
+        return skpo_config_from_algorithm(OmegaConf.from_dotlist(overrides).get("algorithm", {}))
 
     assert parsed("skpo") == SKPOConfig.from_mapping({})
     assert parsed("skpo_wo_skip").conditioning == "continual"
