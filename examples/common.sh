@@ -19,17 +19,17 @@
 : "${CKPT_DIR:=checkpoints}"
 : "${LOGGER:=[console,wandb]}"
 
-# --- the paper's numbers (docs/algorithm.md, Training setup) ---
-TRAIN_STEPS=500
-PROMPTS_PER_STEP=128
-GROUP_SIZE=8
-MINI_BATCH_PROMPTS=32   # 4 updates per step
-LR=1e-6
-LR_WARMUP_STEPS=10      # then constant
-WEIGHT_DECAY=0.1
-GRAD_CLIP=1.0
-MAX_PROMPT_LENGTH=1024
-MAX_RESPONSE_LENGTH=3072
+# --- the paper's numbers (docs/algorithm.md, Training setup); a value already set wins ---
+: "${TRAIN_STEPS:=500}"
+: "${PROMPTS_PER_STEP:=128}"
+: "${GROUP_SIZE:=8}"
+: "${MINI_BATCH_PROMPTS:=32}"   # 4 updates per step
+: "${LR:=1e-6}"
+: "${LR_WARMUP_STEPS:=10}"      # then constant
+: "${WEIGHT_DECAY:=0.1}"
+: "${GRAD_CLIP:=1.0}"
+: "${MAX_PROMPT_LENGTH:=1024}"
+: "${MAX_RESPONSE_LENGTH:=3072}"
 # Renders each message's text with no role markers: how base models are prompted.
 PLAIN_CHAT_TEMPLATE='{% for message in messages %}{{ message.content }}{% endfor %}'
 
@@ -79,9 +79,10 @@ add_paper_settings() {
   add actor_rollout_ref.actor.loss_agg_mode=token-mean
   add actor_rollout_ref.actor.use_kl_loss=False actor_rollout_ref.actor.entropy_coeff=0
   add algorithm.use_kl_in_reward=False
-  # Token budget per GPU for dynamic micro-batches: two full-length sequences.
+  # Dynamic micro-batches; their token budget per GPU (two full-length sequences) is added by
+  # run_verl, after add_skpo_settings may have raised the rollout's prompt budget.
   add actor_rollout_ref.actor.use_dynamic_bsz=True
-  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (MAX_PROMPT_LENGTH + MAX_RESPONSE_LENGTH)))
+  TOKEN_BUDGET_PROMPT_LENGTH=$MAX_PROMPT_LENGTH
   add actor_rollout_ref.rollout.name=vllm actor_rollout_ref.rollout.temperature=1.0
   add actor_rollout_ref.rollout.tensor_model_parallel_size="$ROLLOUT_TP"
   add actor_rollout_ref.rollout.gpu_memory_utilization=0.6
@@ -111,7 +112,8 @@ add_skpo_settings() {
   local skpo_prompt_length=$((MAX_PROMPT_LENGTH + longest_length / 2))
   if [[ -n "${1:-}" ]]; then add +algorithm.skpo.tracker.initial_length="$1"; fi
   add actor_rollout_ref.rollout.prompt_length="$skpo_prompt_length"
-  add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (skpo_prompt_length + MAX_RESPONSE_LENGTH)))
+  # The paper settings' micro-batch token budget (run_verl) follows the rollout's prompt budget.
+  if [[ -n "${TOKEN_BUDGET_PROMPT_LENGTH:-}" ]]; then TOKEN_BUDGET_PROMPT_LENGTH=$skpo_prompt_length; fi
 }
 
 # Table 1 baselines that verl 0.9.1 implements (docs/reproduction.md says why each setting).
@@ -146,11 +148,77 @@ add_baseline_settings() {
   esac
 }
 
+# CPU runs (docs/cpu_backend.md): verl's real trainer on a CPU-only machine, FSDP2 on gloo,
+# the opt-in `cpu` platform and a CPU rollout server. Reads the CPU launchers' variables:
+# ROLLOUT (hf_cpu | vllm), RANKS, PROMPTS_PER_STEP, GROUP_SIZE, MAX_PROMPT_LENGTH,
+# MAX_RESPONSE_LENGTH, LR, TRAIN_STEPS, VAL_EVERY, PROJECT, EXPERIMENT.
+add_cpu_settings() {
+  # The CPU backend is opt-in: verl's platform override selects skpo_verl's `cpu` platform.
+  export VERL_PLATFORM=cpu
+  # TransferQueue asks for 8 threads and warns on every transfer when there are fewer physical cores.
+  export TQ_NUM_THREADS=${TQ_NUM_THREADS:-$(python3 -c "import psutil; print(min(8, psutil.cpu_count(logical=False) or 1))")}
+  # Memory: one math-verify judge process in the reward worker instead of two (short answers),
+  # and no idle Ray workers started ahead of need.
+  export SKPO_REWARD_JUDGE_PROCESSES=${SKPO_REWARD_JUDGE_PROCESSES:-1}
+  export RAY_prestart_worker_first_driver=${RAY_prestart_worker_first_driver:-0}
+  add algorithm.use_kl_in_reward=False actor_rollout_ref.actor.use_kl_loss=False
+  add data.train_batch_size="$PROMPTS_PER_STEP" data.dataloader_num_workers=0
+  add data.max_prompt_length="$MAX_PROMPT_LENGTH" data.max_response_length="$MAX_RESPONSE_LENGTH"
+  add reward.custom_reward_function.path=pkg://skpo_verl.reward reward.custom_reward_function.name=compute_score
+  add reward.num_workers=1
+  add actor_rollout_ref.model.use_remove_padding=False actor_rollout_ref.model.enable_gradient_checkpointing=False
+  add +actor_rollout_ref.model.override_config.attn_implementation=eager
+  add actor_rollout_ref.actor.strategy=fsdp2 actor_rollout_ref.actor.use_torch_compile=False
+  add actor_rollout_ref.actor.optim.lr="$LR"
+  # Dynamic micro-batches within verl's default token budget: a CPU step is one micro-batch.
+  add actor_rollout_ref.actor.ppo_mini_batch_size="$PROMPTS_PER_STEP" actor_rollout_ref.actor.use_dynamic_bsz=True
+  add +actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32
+  add +actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype=fp32
+  add actor_rollout_ref.rollout.name="$ROLLOUT" actor_rollout_ref.rollout.n="$GROUP_SIZE"
+  add actor_rollout_ref.rollout.tensor_model_parallel_size=1 actor_rollout_ref.rollout.calculate_log_probs=True
+  add actor_rollout_ref.rollout.agent.num_workers=1
+  # TransferQueue's default 8 storage units each need a logical CPU; verl's V1 replay buffer
+  # polls every 2 s, a floor on every CPU step, replaced through verl's custom_sampler hook.
+  add transfer_queue.backend.SimpleStorage.num_data_storage_units=1
+  add trainer.v1.sampler.custom_sampler.path=pkg://skpo_verl.patches.cpu_replay_buffer
+  add trainer.v1.sampler.custom_sampler.name=ShortPollReplayBuffer
+  add trainer.device=cpu trainer.nnodes=1 trainer.n_gpus_per_node="$RANKS"
+  add +ray_kwargs.ray_init.num_gpus="$RANKS" ray_kwargs.ray_init.num_cpus=32 +ray_kwargs.ray_init.include_dashboard=False
+  add trainer.val_before_train=True trainer.test_freq="$VAL_EVERY" trainer.save_freq=-1
+  add trainer.total_training_steps="$TRAIN_STEPS"
+  add "trainer.logger=[console,file]" trainer.project_name="$PROJECT" trainer.experiment_name="$EXPERIMENT"
+}
+
+# The overrides every launcher ends with: the dynamic micro-batches' token budget per GPU
+# (two full-length sequences of the rollout's prompt budget and the response budget), then
+# the command line's own overrides, which win.
+# MAX_TOKEN_LEN_PER_GPU, if set, replaces that budget.
+final_overrides() {
+  FINAL=("${ARGS[@]}")
+  if [[ -n "${MAX_TOKEN_LEN_PER_GPU:-}" ]]; then
+    FINAL+=(actor_rollout_ref.actor.ppo_max_token_len_per_gpu="$MAX_TOKEN_LEN_PER_GPU")
+  elif [[ -n "${TOKEN_BUDGET_PROMPT_LENGTH:-}" ]]; then
+    FINAL+=(actor_rollout_ref.actor.ppo_max_token_len_per_gpu=$((2 * (TOKEN_BUDGET_PROMPT_LENGTH + MAX_RESPONSE_LENGTH))))
+  fi
+  FINAL+=("$@")
+}
+
+# verl's entry point with the overrides; the launcher's process becomes verl's.
 run_verl() {
-  local all=("${ARGS[@]}" "$@")
+  final_overrides "$@"
   if [[ "${PRINT_OVERRIDES:-0}" == 1 ]]; then
-    printf '%s\0' "${all[@]}"
+    printf '%s\0' "${FINAL[@]}"
     return 0
   fi
-  exec python3 -m verl.trainer.main_ppo "${all[@]}"
+  exec python3 -m verl.trainer.main_ppo "${FINAL[@]}"
+}
+
+# As run_verl, but returns to the launcher when verl ends (CPU launchers then print their curve).
+train_verl() {
+  final_overrides "$@"
+  if [[ "${PRINT_OVERRIDES:-0}" == 1 ]]; then
+    printf '%s\0' "${FINAL[@]}"
+    exit 0
+  fi
+  python3 -m verl.trainer.main_ppo "${FINAL[@]}"
 }

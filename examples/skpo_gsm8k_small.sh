@@ -14,7 +14,7 @@ N_GPUS=${N_GPUS:-1}
 NNODES=1
 EXPERIMENT=${EXPERIMENT:-skpo_gsm8k_small}
 LOGGER=${LOGGER:-[console]}
-STEPS=${STEPS:-100}
+TRAIN_STEPS=${STEPS:-100}
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # Smaller than the paper's budgets (common.sh): GSM8K problems and answers are short.
@@ -26,7 +26,7 @@ add_paper_settings
 # L_q starts at the answer budget (the paper's 1024 is above it), so t_q <= 256 and the
 # downstream prompt [s, q] <= 256 + 256 tokens.
 add_skpo_settings "$MAX_RESPONSE_LENGTH"
-add actor_rollout_ref.actor.ppo_max_token_len_per_gpu=8192
+MAX_TOKEN_LEN_PER_GPU=8192
 add actor_rollout_ref.rollout.gpu_memory_utilization=0.4
-add trainer.total_training_steps="$STEPS" trainer.save_freq=-1 trainer.test_freq=25
+add trainer.save_freq=-1 trainer.test_freq=25
 run_verl "$@"
