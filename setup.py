@@ -45,7 +45,7 @@ setup(
         "openai",
     ],
     extras_require={
-        "test": ["pytest", "pytest-asyncio", "pytest-timeout"],
+        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff==0.17.6"],
         "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],
         "sglang": [f"verl[sglang]=={SUPPORTED_VERL}"],
     },

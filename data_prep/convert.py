@@ -27,8 +27,9 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 import pyarrow
@@ -142,9 +143,7 @@ def convert(raw: pd.DataFrame, source: Source, template: str = DEFAULT_TEMPLATE)
     return pd.DataFrame(rows, columns=["data_source", "prompt", "ability", "reward_model", "extra_info"]), report
 
 
-def _read_candidates(
-    records: list[Mapping[str, Any]], name: str, layout: Layout, report: Report
-) -> list[_Candidate]:
+def _read_candidates(records: list[Mapping[str, Any]], name: str, layout: Layout, report: Report) -> list[_Candidate]:
     candidates = []
     for position, record in enumerate(tqdm(records, desc=f"reading {name}", unit="row", leave=False, disable=None)):
         row_id = _text(layout.row_id(record)) or f"row{position}"
@@ -248,4 +247,3 @@ def load_from_hub(source: Source) -> pd.DataFrame:
             f"Download it elsewhere and pass the file with --input."
         ) from error
     return dataset.to_pandas()
-

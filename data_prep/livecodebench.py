@@ -23,7 +23,8 @@ import io
 import json
 import pickle
 import zlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from skpo_verl.data_prep.sources import Layout, Source, column
 
@@ -58,7 +59,9 @@ def decode_test_cases(value: Any) -> list[dict] | None:
             cases = json.loads(text)
         except (ValueError, zlib.error, pickle.UnpicklingError, TypeError, EOFError):
             return None
-    if not isinstance(cases, list) or not all(isinstance(case, dict) and "input" in case and "output" in case for case in cases):
+    if not isinstance(cases, list) or not all(
+        isinstance(case, dict) and "input" in case and "output" in case for case in cases
+    ):
         return None
     return cases
 

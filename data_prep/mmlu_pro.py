@@ -9,7 +9,8 @@ we cannot tell which of the two is right). Graded by `skpo_verl.evaluation.choic
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from skpo_verl.data_prep.sources import Layout, Source, column
 

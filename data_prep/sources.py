@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 # DAPO-Math-17k stores each problem already wrapped in this instruction; we unwrap it so
 # every source is templated the same way (data_prep.convert.TEMPLATES["dapo"] re-wraps it).
@@ -195,7 +196,11 @@ SOURCES: dict[str, Source] = {
             hub_split="test",
             layouts=(
                 Layout(
-                    "HuggingFaceH4/MATH-500", ("problem", "answer"), column("problem"), column("answer"), column("unique_id")
+                    "HuggingFaceH4/MATH-500",
+                    ("problem", "answer"),
+                    column("problem"),
+                    column("answer"),
+                    column("unique_id"),
                 ),
             ),
         ),
@@ -207,8 +212,12 @@ SOURCES: dict[str, Source] = {
             hub_config=None,
             hub_split="train",
             layouts=(
-                Layout("Maxwell-Jia/AIME_2024", ("Problem", "Answer"), column("Problem"), column("Answer"), column("ID")),
-                Layout("HuggingFaceH4/aime_2024", ("problem", "answer"), column("problem"), column("answer"), column("id")),
+                Layout(
+                    "Maxwell-Jia/AIME_2024", ("Problem", "Answer"), column("Problem"), column("Answer"), column("ID")
+                ),
+                Layout(
+                    "HuggingFaceH4/aime_2024", ("problem", "answer"), column("problem"), column("answer"), column("id")
+                ),
             ),
         ),
         Source(
@@ -218,7 +227,9 @@ SOURCES: dict[str, Source] = {
             hub_id="math-ai/aime25",
             hub_config=None,
             hub_split="test",
-            layouts=(Layout("math-ai/aime25", ("problem", "answer"), column("problem"), column("answer"), column("id")),),
+            layouts=(
+                Layout("math-ai/aime25", ("problem", "answer"), column("problem"), column("answer"), column("id")),
+            ),
         ),
         Source(
             name="amc2023",
@@ -227,7 +238,9 @@ SOURCES: dict[str, Source] = {
             hub_id="math-ai/amc23",
             hub_config=None,
             hub_split="test",
-            layouts=(Layout("math-ai/amc23", ("question", "answer"), column("question"), column("answer"), column("id")),),
+            layouts=(
+                Layout("math-ai/amc23", ("question", "answer"), column("question"), column("answer"), column("id")),
+            ),
         ),
         Source(
             name="minerva",
@@ -265,6 +278,7 @@ SOURCES: dict[str, Source] = {
 from skpo_verl.data_prep import livecodebench, mmlu_pro  # noqa: E402
 
 SOURCES.update({source.name: source for source in (mmlu_pro.SOURCE, livecodebench.SOURCE)})
+
 
 def get_source(name: str) -> Source:
     if name not in SOURCES:

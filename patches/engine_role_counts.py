@@ -15,8 +15,8 @@ import functools
 
 import torch
 
-from skpo_verl.verl_version import require_verl_version
 from skpo_verl.rows import DOWNSTREAM_TOKENS, UPSTREAM_MASK, UPSTREAM_ROWS
+from skpo_verl.verl_version import require_verl_version
 
 
 def role_counts(upstream_mask: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

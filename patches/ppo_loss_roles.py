@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import functools
 
-from skpo_verl.verl_version import require_verl_version
-
 from skpo_verl.rows import DOWNSTREAM_TOKENS, LOSS_CONFIG, UPSTREAM_MASK, UPSTREAM_ROWS
+from skpo_verl.verl_version import require_verl_version
 
 
 def install(engine_workers) -> None:

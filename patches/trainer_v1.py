@@ -196,7 +196,9 @@ def _remember_segments(batch, skpo_rows, state) -> None:
     keys, prompt_keys = _upstream_keys(batch, skpo_rows)
     if not keys:
         return
-    data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["prompts", "responses", "old_log_probs"])
+    data = tq.kv_batch_get(
+        keys=keys, partition_id=batch.partition_id, select_fields=["prompts", "responses", "old_log_probs"]
+    )
     for prompt_key, prompt, response, log_probs in zip(
         prompt_keys, data["prompts"].unbind(), data["responses"].unbind(), data["old_log_probs"].unbind()
     ):
@@ -232,7 +234,9 @@ def _measure_logprob_divergences(trainer, batch, skpo_rows, state, metrics) -> d
             template = templates[i]
             row = {name: copy.deepcopy(template[name]) for name in template.keys()}
             if row["position_ids"].dim() != 1:
-                raise RuntimeError("algorithm.skpo.tracker.divergence=logprob supports text-only models (1-D positions).")
+                raise RuntimeError(
+                    "algorithm.skpo.tracker.divergence=logprob supports text-only models (1-D positions)."
+                )
             prompt = torch.tensor(segment.prompt_ids, dtype=torch.int64)
             response = torch.tensor(segment.response_ids, dtype=torch.int64)
             input_ids = torch.cat([prompt, response])
@@ -252,18 +256,31 @@ def _measure_logprob_divergences(trainer, batch, skpo_rows, state, metrics) -> d
                 loss_mask=torch.ones_like(response),
             )
             fields.append(row)
-            tags.append({"status": "success", "seq_len": len(input_ids), "prompt_len": len(prompt), "response_len": len(response)})
+            tags.append(
+                {
+                    "status": "success",
+                    "seq_len": len(input_ids),
+                    "prompt_len": len(prompt),
+                    "response_len": len(response),
+                }
+            )
             stored.append(segment.log_probs)
         rescore_keys = [f"skporescore{trainer.global_steps}_{i}_0" for i in range(len(fields))]
-        tq.kv_batch_put(keys=rescore_keys, partition_id=batch.partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags)
+        tq.kv_batch_put(
+            keys=rescore_keys, partition_id=batch.partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags
+        )
         meta = tq.KVBatchMeta(partition_id=batch.partition_id, keys=rescore_keys, tags=tags)
         meta = upsample_batch_to_divisible_size(meta, _actor_dp_size(trainer), trainer.tokenizer.eos_token_id)
         meta.extra_info.update(
-            calculate_entropy=False, compute_loss=False, temperature=trainer.config.actor_rollout_ref.rollout.temperature
+            calculate_entropy=False,
+            compute_loss=False,
+            temperature=trainer.config.actor_rollout_ref.rollout.temperature,
         )
         try:
             trainer.actor_rollout_wg.compute_log_prob(meta)
-            scored = tq.kv_batch_get(keys=rescore_keys, partition_id=batch.partition_id, select_fields=["log_probs", "response_mask"])
+            scored = tq.kv_batch_get(
+                keys=rescore_keys, partition_id=batch.partition_id, select_fields=["log_probs", "response_mask"]
+            )
             now = response_from_nested(scored["log_probs"], scored["response_mask"]).unbind()
             for (_, prompt_key), then, current in zip(returning, stored, now):
                 divergences[prompt_key] = logprob_divergence(then, current.tolist())

@@ -11,8 +11,9 @@ the same dataclass.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from skpo_verl.core.selection import SELECTION_RULES
 from skpo_verl.core.split import SPLIT_RULES
@@ -110,7 +111,7 @@ class SKPOConfig:
         _check_choice("skip_format", self.skip_format, SKIP_FORMATS)
         if self.upstream_reward == "single":
             raise ValueError(
-                "algorithm.skpo.upstream_reward=single was renamed: use own_completion for the paper's \"w/o MC\" "
+                'algorithm.skpo.upstream_reward=single was renamed: use own_completion for the paper\'s "w/o MC" '
                 "ablation (the kept candidate's own completion is judged), or first_answer for the former behaviour "
                 "(the reward of the first answer from [s, q])."
             )
@@ -141,14 +142,12 @@ class SKPOConfig:
         if self.rollout_timeout_s <= 0:
             raise ValueError(f"algorithm.skpo.rollout_timeout_s={self.rollout_timeout_s} must be > 0 (seconds).")
         if self.num_candidates is not None and self.num_candidates < 1:
-            raise ValueError(
-                f"algorithm.skpo.num_candidates={self.num_candidates} must be >= 1 (null = G, the paper)."
-            )
+            raise ValueError(f"algorithm.skpo.num_candidates={self.num_candidates} must be >= 1 (null = G, the paper).")
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
 
     @classmethod
-    def from_mapping(cls, section: Mapping[str, Any] | None) -> "SKPOConfig":
+    def from_mapping(cls, section: Mapping[str, Any] | None) -> SKPOConfig:
         """Build from the `algorithm.skpo` mapping, rejecting unknown keys by name."""
         section = dict(section or {})
         tracker = _build(TrackerConfig, section.pop("tracker", None), "algorithm.skpo.tracker")

@@ -12,7 +12,7 @@ import importlib.abc
 import logging
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 logger = logging.getLogger("skpo_verl")
 
@@ -47,7 +47,7 @@ def _initialising(module) -> bool:
 def _run(name: str, hook: Callable, module) -> None:
     try:
         hook(module)
-    except Exception as error:  # noqa: BLE001 - reported loudly and re-checked by the driver
+    except Exception as error:
         message = f"{type(error).__name__}: {error}"
         with _lock:
             _failures[name] = message

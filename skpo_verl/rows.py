@@ -15,8 +15,8 @@ rows (prompt [s, q], response o_i). No verl import here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -76,15 +76,15 @@ class SKPORows:
     is_padding: np.ndarray  # bool [B]: rows verl appended to fill mini-batches
     segment_lengths: np.ndarray  # int [B]
     split_lengths: np.ndarray  # int [B]
-    completion_rewards: Optional[np.ndarray] = None  # float [B], own_completion mode
+    completion_rewards: np.ndarray | None = None  # float [B], own_completion mode
     # Rollout statistics, for metrics only (one value per prompt, repeated on its rows).
-    segment_nll: Optional[np.ndarray] = None  # float [B]
-    candidate_tokens: Optional[np.ndarray] = None  # int [B]
-    early_eos_candidates: Optional[np.ndarray] = None  # int [B]
-    completion_tokens: Optional[np.ndarray] = None  # int [B], own_completion mode
+    segment_nll: np.ndarray | None = None  # float [B]
+    candidate_tokens: np.ndarray | None = None  # int [B]
+    early_eos_candidates: np.ndarray | None = None  # int [B]
+    completion_tokens: np.ndarray | None = None  # int [B], own_completion mode
 
     @classmethod
-    def from_columns(cls, columns: Mapping[str, Sequence], is_padding: Sequence[bool]) -> "SKPORows":
+    def from_columns(cls, columns: Mapping[str, Sequence], is_padding: Sequence[bool]) -> SKPORows:
         """Build from fetched columns (lists, arrays or tensors converted with `.tolist()`)."""
         missing = [name for name in ROLLOUT_FIELDS if name not in columns]
         if missing:

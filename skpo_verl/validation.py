@@ -6,11 +6,12 @@ seconds instead of after model loading, or worse, trains something that is not S
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-from skpo_verl.rollout.lengths import SKPOLengthError, check_lengths
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.hooks import failed_shims
+from skpo_verl.rollout.lengths import SKPOLengthError, check_lengths
 
 ESTIMATOR = "skpo"
 LOSS_MODE = "skpo"
@@ -66,7 +67,10 @@ def _config_problems(config: Any) -> Iterable[str]:
         yield "trainer.use_v1=false: SKPO supports verl's V1 trainer only. Set trainer.use_v1=true (the default)."
     mode = _select(config, "trainer.v1.trainer_mode")
     if mode not in (None, "sync"):
-        yield f"trainer.v1.trainer_mode={mode}: SKPO is implemented and tested for sync mode. Set trainer.v1.trainer_mode=sync."
+        yield (
+            f"trainer.v1.trainer_mode={mode}: SKPO is implemented and tested for sync mode. "
+            "Set trainer.v1.trainer_mode=sync."
+        )
     loss_mode = _select(config, "actor_rollout_ref.actor.policy_loss.loss_mode")
     if loss_mode != LOSS_MODE:
         yield f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}: set it to skpo (SKPO's asymmetric loss)."
@@ -88,7 +92,10 @@ def _config_problems(config: Any) -> Iterable[str]:
     if _select(config, "algorithm.use_kl_in_reward"):
         yield "algorithm.use_kl_in_reward=true: SKPO uses no KL penalty (beta=0). Set algorithm.use_kl_in_reward=false."
     if _select(config, "actor_rollout_ref.actor.use_kl_loss"):
-        yield "actor_rollout_ref.actor.use_kl_loss=true: SKPO uses no KL loss. Set actor_rollout_ref.actor.use_kl_loss=false."
+        yield (
+            "actor_rollout_ref.actor.use_kl_loss=true: SKPO uses no KL loss. "
+            "Set actor_rollout_ref.actor.use_kl_loss=false."
+        )
     entropy = _select(config, "actor_rollout_ref.actor.entropy_coeff")
     if entropy:
         yield f"actor_rollout_ref.actor.entropy_coeff={entropy}: SKPO has no entropy bonus. Set it to 0."

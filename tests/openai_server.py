@@ -43,8 +43,13 @@ def build_app(model_dir: str, model_name: str, fail_first: int = 0, delay_s: flo
         generator = torch.Generator().manual_seed(int(body["seed"])) if body.get("seed") is not None else None
         with model_lock:
             out = generate(
-                model, ids, max_tokens=int(body.get("max_tokens") or 16), eos_token_ids=[tokenizer.eos_token_id],
-                temperature=float(body.get("temperature", 1.0)), top_p=float(body.get("top_p", 1.0)), generator=generator,
+                model,
+                ids,
+                max_tokens=int(body.get("max_tokens") or 16),
+                eos_token_ids=[tokenizer.eos_token_id],
+                temperature=float(body.get("temperature", 1.0)),
+                top_p=float(body.get("top_p", 1.0)),
+                generator=generator,
             )
         text = tokenizer.decode(out.token_ids, skip_special_tokens=True)
         return text, "stop" if out.finished else "length", len(ids), len(out.token_ids)
@@ -65,8 +70,11 @@ def build_app(model_dir: str, model_name: str, fail_first: int = 0, delay_s: flo
             log.requests += 1
 
     def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens}
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
 
     def unavailable() -> JSONResponse:
         return JSONResponse({"error": {"message": "warming up", "type": "server_error"}}, status_code=503)
@@ -89,8 +97,14 @@ def build_app(model_dir: str, model_name: str, fail_first: int = 0, delay_s: flo
         if served is None:
             return unavailable()
         text, reason, counts = served
-        return {"id": "cmpl-test", "object": "text_completion", "created": int(time.time()), "model": model_name,
-                "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}], "usage": counts}
+        return {
+            "id": "cmpl-test",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "text": text, "finish_reason": reason, "logprobs": None}],
+            "usage": counts,
+        }
 
     @app.post("/v1/chat/completions")
     def chat(body: dict, request: Request):
@@ -99,9 +113,14 @@ def build_app(model_dir: str, model_name: str, fail_first: int = 0, delay_s: flo
         if served is None:
             return unavailable()
         text, reason, counts = served
-        return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()), "model": model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
-                "usage": counts}
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}],
+            "usage": counts,
+        }
 
     return app, log
 
@@ -113,7 +132,7 @@ class LoopbackServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:

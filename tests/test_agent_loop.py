@@ -16,8 +16,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
-from skpo_verl.cpu.tiny_model import build_tiny_model
+from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
+from skpo_verl.demo.tiny_model import build_tiny_model
 
 G = 3
 SPLIT = 8  # t_q handed over by the driver's column
@@ -129,7 +129,10 @@ def roll_out(tiny, config, server, sessions=range(G), split_length=SPLIT, uid="p
 
 
 def expected_segment(candidates, split_length, eos, rule="median", step=0):
-    """docs/algorithm.md, Rollout steps 3-4, by hand: cut early-EOS candidates at half, keep the median (or extreme) NLL one."""
+    """docs/algorithm.md, Rollout steps 3-4, by hand.
+
+    Cut early-EOS candidates at half, keep the median (or extreme) NLL one.
+    """
     kept, nlls = [], []
     for output in candidates:
         tokens, log_probs = output.token_ids, output.log_probs
@@ -458,8 +461,12 @@ def test_a_candidate_ending_at_t_q_on_any_declared_eos_id_ended(tiny, tmp_path):
     (model_dir / "generation_config.json").write_text(json.dumps(generation))
     config = compose_rollout_config(
         str(model_dir),
-        [f"actor_rollout_ref.rollout.n={G}", "data.max_prompt_length=64", f"data.max_response_length={RESPONSE}",
-         "actor_rollout_ref.rollout.prompt_length=96"],
+        [
+            f"actor_rollout_ref.rollout.n={G}",
+            "data.max_prompt_length=64",
+            f"data.max_response_length={RESPONSE}",
+            "actor_rollout_ref.rollout.prompt_length=96",
+        ],
     )
     assert model_eos_token_ids(config, tiny.tokenizer) == sorted([tiny.eos, second_eos])
 

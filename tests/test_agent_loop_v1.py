@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from v1_rollout import V1Rollout, question_ids
 
 from skpo_verl import rows as R
-from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config
-from skpo_verl.cpu.tiny_model import build_tiny_model
-from v1_rollout import V1Rollout, question_ids
+from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config
+from skpo_verl.demo.tiny_model import build_tiny_model
 
 G = 3
 RESPONSE = 16
@@ -139,10 +139,9 @@ def test_training_rollout_stores_one_upstream_and_g_downstream_rows_per_prompt_w
 def test_the_skpo_estimator_consumes_the_stored_rows(setup):
     """The driver's path (patches/trainer_v1.py `_compute_advantage`): fetch the row-contract fields from
     TransferQueue, build SKPORows, run the registered `skpo` estimator; advantages recomputed by hand."""
+    from skpo_verl.config import skpo_config_from_algorithm
     from skpo_verl.patches.trainer_v1 import rows_from_fields
     from skpo_verl.rows import ESTIMATOR_FIELDS
-
-    from skpo_verl.config import skpo_config_from_algorithm
     from skpo_verl.training.estimator import compute_skpo_advantage
     from skpo_verl.training.state import SKPOState
 

@@ -7,16 +7,16 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
 from openai_server import LoopbackServer, build_app
+
 from skpo_verl.analysis import cli
 from skpo_verl.analysis.conditioning import conditioned, cut
 from skpo_verl.analysis.implicit_advantage import match_on_correctness
 from skpo_verl.analysis.shortcut import group_statistics
 from skpo_verl.analysis.sign_accuracy import all_signs_correct, sign_accuracy
 from skpo_verl.core.advantages import downstream_advantages
-from skpo_verl.cpu.tiny_model import TinyModelSpec, build_tiny_model
 from skpo_verl.data_prep import prepare
+from skpo_verl.demo.tiny_model import TinyModelSpec, build_tiny_model
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 
@@ -56,12 +56,26 @@ def test_two_prefix_sign_accuracy_matches_the_closed_form(continuations, exact):
 
 
 def test_mc_sign_command_writes_one_row_per_spread_and_n(tmp_path):
-    args = ["mc-sign", "--group-size", "8", "--spreads", "0.45-0.55,0.3-0.7", "--continuations", "8,64",
-            "--trials", "2000", "--out-dir", str(tmp_path)]
+    args = [
+        "mc-sign",
+        "--group-size",
+        "8",
+        "--spreads",
+        "0.45-0.55,0.3-0.7",
+        "--continuations",
+        "8,64",
+        "--trials",
+        "2000",
+        "--out-dir",
+        str(tmp_path),
+    ]
     assert cli.main(args) == 0
     rows = pd.read_csv(tmp_path / "mc_sign.csv")
     assert list(zip(rows["p_low"], rows["p_high"], rows["continuations"])) == [
-        (0.45, 0.55, 8), (0.45, 0.55, 64), (0.3, 0.7, 8), (0.3, 0.7, 64)
+        (0.45, 0.55, 8),
+        (0.45, 0.55, 64),
+        (0.3, 0.7, 8),
+        (0.3, 0.7, 64),
     ]
     assert (tmp_path / "mc_sign.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -80,7 +94,10 @@ def test_cut_ends_before_a_whitespace_and_keeps_everything_at_one():
 
 def test_conditionings_place_the_segment_where_the_agent_loop_does():
     messages = ({"role": "user", "content": "q"},)
-    assert (conditioned(messages, "s", "unconditional", 0).lead, conditioned(messages, "s", "unconditional", 0).prefix) == ("", "")
+    assert (
+        conditioned(messages, "s", "unconditional", 0).lead,
+        conditioned(messages, "s", "unconditional", 0).prefix,
+    ) == ("", "")
     assert conditioned(messages, "s", "continual", 0).prefix == "s"
     assert conditioned(messages, "s", "skip", 0).lead == "s"
 
@@ -92,8 +109,12 @@ def test_group_statistics():
 
 
 def test_matching_keeps_equal_counts_of_right_and_wrong_per_problem():
-    a = pd.DataFrame({"problem": [0, 0, 0, 1], "sample": [0, 1, 2, 0], "response": list("abcd"), "correct": [1.0, 1.0, 0.0, 0.0]})
-    b = pd.DataFrame({"problem": [0, 0, 1, 1], "sample": [0, 1, 0, 1], "response": list("efgh"), "correct": [1.0, 0.0, 0.0, 0.0]})
+    a = pd.DataFrame(
+        {"problem": [0, 0, 0, 1], "sample": [0, 1, 2, 0], "response": list("abcd"), "correct": [1.0, 1.0, 0.0, 0.0]}
+    )
+    b = pd.DataFrame(
+        {"problem": [0, 0, 1, 1], "sample": [0, 1, 0, 1], "response": list("efgh"), "correct": [1.0, 0.0, 0.0, 0.0]}
+    )
     kept_a, kept_b = match_on_correctness(a, b)
     # problem 0: one wrong and one right each (a's second right one is dropped); problem 1: one wrong each.
     assert list(kept_a["response"]) == ["c", "a", "d"]
@@ -116,9 +137,33 @@ def model_dir(tmp_path_factory):
 def test_shortcut_through_an_openai_server_sends_each_conditioning_and_summarises(math500, model_dir, tmp_path):
     app, log = build_app(model_dir, "tiny")
     with LoopbackServer(app) as server:
-        args = ["shortcut", "--backend", "openai", "--base-url", server.url, "--model", "tiny", "--api", "completions",
-                "--tokenizer", model_dir, "--data", math500, "--positions", "0.25,0.5", "--group-size", "2",
-                "--max-tokens", "12", "--temperature", "1.0", "--concurrency", "2", "--out-dir", str(tmp_path)]
+        args = [
+            "shortcut",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--model",
+            "tiny",
+            "--api",
+            "completions",
+            "--tokenizer",
+            model_dir,
+            "--data",
+            math500,
+            "--positions",
+            "0.25,0.5",
+            "--group-size",
+            "2",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "1.0",
+            "--concurrency",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+        ]
         assert cli.main(args) == 0
     # 2 responses from q, then 2 problems x 2 positions x 3 conditionings x G = 2 continuations.
     assert log.requests == 2 + 24
@@ -145,18 +190,48 @@ def test_implicit_advantage_with_two_local_checkpoints_and_a_served_continuation
     other = build_tiny_model(str(tmp_path / "other"), TinyModelSpec(seed=1))
     app, log = build_app(model_dir, "judge-model")
     with LoopbackServer(app) as server:
-        args = ["implicit-advantage", "--backend", "hf", "--device", "cpu", "--model-a", model_dir, "--model-b", other,
-                "--names", "GRPO,SKPO", "--data", math500, "--responses", "2", "--continuations", "2",
-                "--continuation-backend", "openai", "--continuation-base-url", server.url,
-                "--continuation-model", "judge-model", "--continuation-api", "completions",
-                "--continuation-tokenizer", model_dir, "--max-tokens", "6", "--out-dir", str(tmp_path)]
+        args = [
+            "implicit-advantage",
+            "--backend",
+            "hf",
+            "--device",
+            "cpu",
+            "--model-a",
+            model_dir,
+            "--model-b",
+            other,
+            "--names",
+            "GRPO,SKPO",
+            "--data",
+            math500,
+            "--responses",
+            "2",
+            "--continuations",
+            "2",
+            "--continuation-backend",
+            "openai",
+            "--continuation-base-url",
+            server.url,
+            "--continuation-model",
+            "judge-model",
+            "--continuation-api",
+            "completions",
+            "--continuation-tokenizer",
+            model_dir,
+            "--max-tokens",
+            "6",
+            "--out-dir",
+            str(tmp_path),
+        ]
         assert cli.main(args) == 0
     # An untrained model answers nothing right: all 2 x 2 responses of each side are matched as wrong.
     # 2 checkpoints x 4 responses x 5 bins x 2 continuations.
     assert log.requests == 80
     summary = pd.read_csv(tmp_path / "implicit_advantage.csv")
     bins = ["0%-20%", "20%-40%", "40%-60%", "60%-80%", "80%-100%"]
-    assert list(zip(summary["checkpoint"], summary["bin"])) == [(c, b) for c in ("GRPO", "SKPO", "SKPO - GRPO") for b in bins]
+    assert list(zip(summary["checkpoint"], summary["bin"])) == [
+        (c, b) for c in ("GRPO", "SKPO", "SKPO - GRPO") for b in bins
+    ]
     assert set(summary["final_correct"]) == {0.0}
     assert set(summary["mc_success"]) == {0.0}
     assert set(summary["responses"].dropna()) == {4.0}
@@ -168,11 +243,41 @@ def test_implicit_advantage_reaches_each_checkpoint_on_its_own_server(math500, m
     app_a, log_a = build_app(model_dir, "grpo")
     app_b, log_b = build_app(other, "skpo")
     with LoopbackServer(app_a) as server_a, LoopbackServer(app_b) as server_b:
-        args = ["implicit-advantage", "--backend", "openai", "--base-url", server_a.url, "--base-url-b", server_b.url,
-                "--api", "completions", "--tokenizer", model_dir, "--model-a", "grpo", "--model-b", "skpo",
-                "--data", math500, "--responses", "2", "--continuations", "1", "--bin-edges", "0,0.5,1",
-                "--continuation-backend", "hf", "--continuation-model", model_dir, "--continuation-device", "cpu",
-                "--max-tokens", "4", "--out-dir", str(tmp_path)]
+        args = [
+            "implicit-advantage",
+            "--backend",
+            "openai",
+            "--base-url",
+            server_a.url,
+            "--base-url-b",
+            server_b.url,
+            "--api",
+            "completions",
+            "--tokenizer",
+            model_dir,
+            "--model-a",
+            "grpo",
+            "--model-b",
+            "skpo",
+            "--data",
+            math500,
+            "--responses",
+            "2",
+            "--continuations",
+            "1",
+            "--bin-edges",
+            "0,0.5,1",
+            "--continuation-backend",
+            "hf",
+            "--continuation-model",
+            model_dir,
+            "--continuation-device",
+            "cpu",
+            "--max-tokens",
+            "4",
+            "--out-dir",
+            str(tmp_path),
+        ]
         assert cli.main(args) == 0
     # Each server answered its own checkpoint's 2 problems x 2 responses, nothing else.
     assert (log_a.requests, log_b.requests) == (4, 4)

@@ -15,12 +15,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 from transformers import AutoTokenizer
+from v1_rollout import V1Rollout, question_ids
 from verl.workers.rollout.replica import TokenOutput
 
 from skpo_verl import rows as R
-from skpo_verl.cpu.tiny_model import build_tiny_model
-from skpo_verl.rollout.local_server import compose_rollout_config
-from v1_rollout import V1Rollout, question_ids
+from skpo_verl.cpu.local_server import compose_rollout_config
+from skpo_verl.demo.tiny_model import build_tiny_model
 
 G = 3
 RESPONSE = 32
@@ -66,8 +66,9 @@ class ScriptedServer:
         else:
             kind, tokens = "answer", self.answer[:max_tokens]
         self.requests.append((kind, max_tokens))
-        return TokenOutput(token_ids=tokens, log_probs=[-0.5] * len(tokens), stop_reason="completed",
-                           extra_fields={"global_steps": 3})
+        return TokenOutput(
+            token_ids=tokens, log_probs=[-0.5] * len(tokens), stop_reason="completed", extra_fields={"global_steps": 3}
+        )
 
 
 def _rollout(tmp, transfer_queue, reward_overrides, skpo_overrides=(), rest_text=REST_TEXT, data_source="math_dapo"):
@@ -109,15 +110,16 @@ def _rollout(tmp, transfer_queue, reward_overrides, skpo_overrides=(), rest_text
     return SimpleNamespace(tokenizer=tokenizer, server=server, data=data, up=0, answers=list(range(1, G + 1)))
 
 
-def test_session_zero_answer_shorter_than_its_segment_scores_plus_one_with_the_project_reward(
-    tmp_path, transfer_queue
-):
+def test_session_zero_answer_shorter_than_its_segment_scores_plus_one_with_the_project_reward(tmp_path, transfer_queue):
     log = tmp_path / "judged.jsonl"
     (tmp_path / "reward.py").write_text(RECORDING_REWARD.format(log=str(log)))
     out = _rollout(
         tmp_path,
         transfer_queue,
-        [f"reward.custom_reward_function.path={tmp_path / 'reward.py'}", "reward.custom_reward_function.name=recording_score"],
+        [
+            f"reward.custom_reward_function.path={tmp_path / 'reward.py'}",
+            "reward.custom_reward_function.name=recording_score",
+        ],
     )
     segment = out.data["responses"][out.up].tolist()
     assert segment == out.server.candidate[:SPLIT]
@@ -138,12 +140,17 @@ def test_session_zero_answer_scores_plus_one_with_verls_default_scorer(tmp_path,
     assert [out.data["rm_scores"][row][-1].item() for row in out.answers] == [1.0] * G
 
 
-PROJECT_REWARD = ["reward.custom_reward_function.path=pkg://skpo_verl.reward", "reward.custom_reward_function.name=compute_score"]
+PROJECT_REWARD = [
+    "reward.custom_reward_function.path=pkg://skpo_verl.reward",
+    "reward.custom_reward_function.name=compute_score",
+]
 
 
 @pytest.mark.parametrize("rest_text, completion_reward", [("\nAnswer: 5", 1.0), ("\nAnswer: 6", -1.0)])
 def test_wo_mc_rewards_the_upstream_row_with_its_own_completion(tmp_path, transfer_queue, rest_text, completion_reward):
-    out = _rollout(tmp_path, transfer_queue, PROJECT_REWARD, ["+algorithm.skpo.upstream_reward=own_completion"], rest_text)
+    out = _rollout(
+        tmp_path, transfer_queue, PROJECT_REWARD, ["+algorithm.skpo.upstream_reward=own_completion"], rest_text
+    )
     # q -> s (20 candidate tokens, not ended) -> rest, one completion of at most response_length tokens,
     # judged on its own and written on the upstream row only, whatever the G answers from [s, q] scored.
     assert sorted(out.server.requests) == sorted(

@@ -80,7 +80,7 @@ def test_upstream_rewards_first_answer_is_the_session_zero_answer():
 
 
 def test_upstream_rewards_own_completion_is_each_upstream_rows_completion_reward():
-    rewards, groups, sessions = _rows()
+    rewards, groups, _sessions = _rows()
     # "w/o MC": R_I is the kept candidate's own completion, whatever its group's answers scored
     out = upstream_rewards(
         rewards, groups, np.array(["b", "a"], dtype=object), "own_completion", completion_rewards=np.array([1.0, -1.0])

@@ -168,8 +168,15 @@ def test_skpo_loss_micro_batch_of_padding_gives_zero_with_a_working_backward():
     loss.backward()
     assert torch.all(log_prob.grad == 0)
     assert set(metrics) == {
-        "upstream", "downstream", "upstream_clipfrac", "downstream_clipfrac", "ratio_mean",
-        "upstream_token_weight", "downstream_token_weight", "upstream_grad_norm", "downstream_grad_norm",
+        "upstream",
+        "downstream",
+        "upstream_clipfrac",
+        "downstream_clipfrac",
+        "ratio_mean",
+        "upstream_token_weight",
+        "downstream_token_weight",
+        "upstream_grad_norm",
+        "downstream_grad_norm",
     }
     assert all(value == 0.0 for value in metrics.values())
 

@@ -1,6 +1,6 @@
 """Fast tests of the CPU backend's pieces: the hf_cpu server (alone and batched), the opt-in
-switch and the shims (the bundled task: tests/test_cpu_demo.py). verl-level checks run in a subprocess because the switch
-(`VERL_PLATFORM`) is read when verl modules are imported."""
+switch and the shims (the bundled task: tests/test_cpu_demo.py). verl-level checks run in a
+subprocess because the switch (`VERL_PLATFORM`) is read when verl modules are imported."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from skpo_verl.cpu.tiny_model import build_tiny_model
+from skpo_verl.demo.tiny_model import build_tiny_model
 
 PROMPT = [258, 72, 105, 10]
 
@@ -76,7 +76,10 @@ PROMPTS = [PROMPT, [65] * 9, [1, 2, 3], [100, 101, 102, 103, 104, 105, 106]]
 async def _together(server, requests: list[dict]):
     """Issue all requests before any is served: the server decodes them as one batch."""
     return await asyncio.gather(
-        *(server.generate(prompt_ids=r.pop("prompt"), sampling_params=r, request_id=str(i)) for i, r in enumerate(requests))
+        *(
+            server.generate(prompt_ids=r.pop("prompt"), sampling_params=r, request_id=str(i))
+            for i, r in enumerate(requests)
+        )
     )
 
 
@@ -85,7 +88,9 @@ def test_concurrent_requests_are_decoded_in_one_batch_with_the_tokens_and_log_pr
     greedy = dict(temperature=0, logprobs=True, ignore_eos=True)
     alone = [generate(server, prompt=p, max_tokens=5 + i, **greedy) for i, p in enumerate(PROMPTS)]
     assert server.batch_sizes == [1, 1, 1, 1]
-    together = asyncio.run(_together(server, [dict(prompt=p, max_tokens=5 + i, **greedy) for i, p in enumerate(PROMPTS)]))
+    together = asyncio.run(
+        _together(server, [dict(prompt=p, max_tokens=5 + i, **greedy) for i, p in enumerate(PROMPTS)])
+    )
     assert server.batch_sizes[4:] == [4]
     for single, batched in zip(alone, together):
         assert batched.token_ids == single.token_ids

@@ -3,14 +3,16 @@ read from verl's own file logger."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pandas as pd
 import pytest
 import torch
 
-from skpo_verl.cpu import task
-from skpo_verl.cpu.report import format_table, learning_curve, read_metrics, report
-from skpo_verl.cpu.tiny_model import COMPACT_CHAT_TEMPLATE, TinyModelSpec, build_tiny_model
-from skpo_verl.cpu.warm_start import WarmStartSpec, _example, warm_start
+from skpo_verl.demo import task
+from skpo_verl.demo.report import format_table, learning_curve, read_metrics, report
+from skpo_verl.demo.tiny_model import COMPACT_CHAT_TEMPLATE, TinyModelSpec, build_tiny_model
+from skpo_verl.demo.warm_start import WarmStartSpec, _example, warm_start
 
 
 def test_worked_solution_and_a_first_step_slip_carried_through():
@@ -43,11 +45,11 @@ def test_rows_follow_verls_schema_with_unique_indices(tmp_path):
     assert train["reward_model"][0] == {"style": "rule", "ground_truth": str(sum(first))}
     again = task.write_dataset(str(tmp_path / "b"))
     for a, b in zip((train_path, val_path), again):
-        assert open(a, "rb").read() == open(b, "rb").read()
+        assert pathlib.Path(a).read_bytes() == pathlib.Path(b).read_bytes()
 
 
 def test_the_benchmark_task_is_three_numbers_of_1_to_9_with_64_held_out_and_a_longer_warm_start():
-    from skpo_verl.cpu.prepare import TASKS, prepare
+    from skpo_verl.demo.prepare import TASKS, prepare
 
     spec, warm = TASKS["benchmark"]
     train, val = task.problems(spec)

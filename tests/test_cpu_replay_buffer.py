@@ -9,7 +9,6 @@ what is checked is the interval requested, not wall-clock time.
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

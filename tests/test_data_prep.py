@@ -143,9 +143,13 @@ def test_bad_rows_are_named_by_their_source_ids(tmp_path):
         "missing_problem": {"count": 1, "first_row_ids": ["test/algebra/2.json"]},
         "missing_answer": {"count": 1, "first_row_ids": ["test/algebra/3.json"]},
     }
-    assert load_report(tmp_path, "olympiadbench")["refused"] == {"missing_answer": {"count": 1, "first_row_ids": ["1608"]}}
+    assert load_report(tmp_path, "olympiadbench")["refused"] == {
+        "missing_answer": {"count": 1, "first_row_ids": ["1608"]}
+    }
     # GSM8K rows have no id column: the row position names them.
-    assert load_report(tmp_path, "gsm8k_train")["refused"] == {"missing_answer": {"count": 1, "first_row_ids": ["row2"]}}
+    assert load_report(tmp_path, "gsm8k_train")["refused"] == {
+        "missing_answer": {"count": 1, "first_row_ids": ["row2"]}
+    }
 
 
 def test_strict_mode_fails_when_rows_are_refused(tmp_path):

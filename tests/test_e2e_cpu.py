@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_cpu_harness import (
     Run,
     end_ray_processes,
@@ -40,7 +39,7 @@ MAX_ROLLOUT_ACTOR_LOGPROB_DIFF = 1e-4
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """The launcher's WORKDIR, with the tiny model's warm start done before any timed run."""
-    from skpo_verl.cpu.prepare import prepare
+    from skpo_verl.demo.prepare import prepare
 
     directory = tmp_path_factory.mktemp("cpu_tiny")
     prepare(str(directory))
@@ -172,7 +171,11 @@ def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     # verl's sequential sampler, so that "step 3 draws the prompts of the epoch not yet seen" is a
     # hand-checkable fact; the prioritized sampler's exact resume is tested in test_prioritized_sampling.py.
-    common = (f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=2", "+algorithm.skpo.prioritized_sampling=false")
+    common = (
+        f"trainer.default_local_dir={checkpoints}",
+        "trainer.save_freq=2",
+        "+algorithm.skpo.prioritized_sampling=false",
+    )
     first = train(
         workdir, tmp_path / "first", "skpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
     )
@@ -212,7 +215,7 @@ def one_batch_train_file(workdir: Path, directory: Path) -> Path:
     """The bundled task's first PROMPTS_PER_STEP prompts: every step is a new epoch over the same prompts."""
     import pandas as pd
 
-    from skpo_verl.cpu.prepare import prepare
+    from skpo_verl.demo.prepare import prepare
 
     rows = pd.read_parquet(prepare(str(workdir))["TRAIN_FILE"]).head(PROMPTS_PER_STEP)
     path = directory / "one_batch.parquet"
@@ -261,6 +264,6 @@ def test_logprob_divergence_rescores_returning_prompts_with_the_actor(workdir, t
     # The segments to re-score at the next visit are part of the checkpoint.
     saved = skpo_state(checkpoints, 2)
     assert len(saved["segments"]) == PROMPTS_PER_STEP
-    for prompt_ids, response_ids, log_probs in saved["segments"].values():
+    for _prompt_ids, response_ids, log_probs in saved["segments"].values():
         assert len(response_ids) == len(log_probs) >= 1
         assert all(math.isfinite(x) and x <= 0 for x in log_probs)

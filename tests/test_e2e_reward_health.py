@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from e2e_cpu_harness import end_ray_processes, run_training, short_ray_dir
 
 pytestmark = pytest.mark.e2e

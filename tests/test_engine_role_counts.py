@@ -1,13 +1,11 @@
 """The engine shim adds mini-batch-wide role counts, summed over data-parallel ranks."""
 
-import os
 import socket
 
 import torch
 import torch.multiprocessing as mp
-from tensordict import TensorDict
-
 from engine_stub import stub_engine_class
+from tensordict import TensorDict
 
 # Rank r's mini-batch: rank 0 has 1 upstream row (2 tokens) + downstream rows of 3 and 1 tokens;
 # rank 1 has 1 upstream row, 1 padding copy of it (0 tokens) and a downstream row of 5 tokens.
@@ -41,7 +39,7 @@ def _mini_batch(rank):
 
 
 def _rank_main(rank, port, results):
-    import verl  # noqa: F401 - loads the plugin
+    import verl
     import verl.workers.engine.base  # noqa: F401 - triggers the engine shim
 
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)

@@ -20,7 +20,14 @@ def _batch(groups):
     """groups: list of (uid, prompt_key, upstream completion reward, downstream rewards)."""
     is_up, keys, uids, sessions, completion, rewards = [], [], [], [], [], []
     for uid, key, own, answers in groups:
-        is_up.append(True), keys.append(key), uids.append(uid), sessions.append(0), completion.append(own), rewards.append(0.0)
+        (
+            is_up.append(True),
+            keys.append(key),
+            uids.append(uid),
+            sessions.append(0),
+            completion.append(own),
+            rewards.append(0.0),
+        )
         for session, reward in enumerate(answers):
             is_up.append(False), keys.append(key), uids.append(uid), sessions.append(session)
             completion.append(0.0), rewards.append(reward)

@@ -7,18 +7,23 @@ import os
 from collections import Counter
 
 import pytest
-
 from openai_server import LoopbackServer, build_app
-from skpo_verl.cpu.tiny_model import build_tiny_model
+
 from skpo_verl.data_prep import prepare
+from skpo_verl.demo.tiny_model import build_tiny_model
 from skpo_verl.evaluation import cli
 from skpo_verl.evaluation.backends import Request, Sampling, VllmBackend
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
 RAW_FILES = {
-    "aime2024": "aime2024.parquet", "aime2025": "aime2025.jsonl", "amc2023": "amc2023.jsonl",
-    "math500": "math500.jsonl", "minerva": "minerva.jsonl", "olympiadbench": "olympiadbench.json",
-    "mmlu_pro": "mmlu_pro.jsonl", "livecodebench": "livecodebench.jsonl",
+    "aime2024": "aime2024.parquet",
+    "aime2025": "aime2025.jsonl",
+    "amc2023": "amc2023.jsonl",
+    "math500": "math500.jsonl",
+    "minerva": "minerva.jsonl",
+    "olympiadbench": "olympiadbench.json",
+    "mmlu_pro": "mmlu_pro.jsonl",
+    "livecodebench": "livecodebench.jsonl",
 }
 # Two problems survive in every fixture but OlympiadBench's (three): 2 x 32 for each AIME, 3 samples for the others.
 ALL_SAMPLES = 2 * 32 * 2 + 2 * 3 * 5 + 3 * 3
@@ -46,16 +51,40 @@ def keys(path) -> Counter:
 
 
 def score_and_render(generations, results, method: str) -> str:
-    args = ["score", "--generations", str(generations), "--base-model", "tiny", "--method", method,
-            "--results", str(results)]
+    args = [
+        "score",
+        "--generations",
+        str(generations),
+        "--base-model",
+        "tiny",
+        "--method",
+        method,
+        "--results",
+        str(results),
+    ]
     assert cli.main(args) == 0
     return (results.parent / "table1.md").read_text()
 
 
 def test_hf_backend_generates_every_sample_and_ends_in_table_1(model_dir, data_dir, tmp_path):
     generations = tmp_path / "gen.jsonl"
-    args = ["generate", "--backend", "hf", "--model", model_dir, "--data-dir", data_dir,
-            "--generations", str(generations), "--max-tokens", "8", "--batch-size", "64", "--device", "cpu"]
+    args = [
+        "generate",
+        "--backend",
+        "hf",
+        "--model",
+        model_dir,
+        "--data-dir",
+        data_dir,
+        "--generations",
+        str(generations),
+        "--max-tokens",
+        "8",
+        "--batch-size",
+        "64",
+        "--device",
+        "cpu",
+    ]
     assert cli.main(args) == 0
     counts = keys(generations)
     assert sum(counts.values()) == len(counts) == ALL_SAMPLES
@@ -74,9 +103,29 @@ def test_openai_backend_against_a_loopback_server_retries_bounds_concurrency_and
     monkeypatch.setenv("SKPO_TEST_KEY", "sk-local")
     generations = tmp_path / "gen.jsonl"
     with LoopbackServer(app) as server:
-        args = ["generate", "--backend", "openai", "--base-url", server.url, "--model", "tiny", "--api", "chat",
-                "--api-key-env", "SKPO_TEST_KEY", "--concurrency", "2", "--max-retries", "3", "--data-dir", data_dir,
-                "--generations", str(generations), "--max-tokens", "8"]
+        args = [
+            "generate",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--model",
+            "tiny",
+            "--api",
+            "chat",
+            "--api-key-env",
+            "SKPO_TEST_KEY",
+            "--concurrency",
+            "2",
+            "--max-retries",
+            "3",
+            "--data-dir",
+            data_dir,
+            "--generations",
+            str(generations),
+            "--max-tokens",
+            "8",
+        ]
         assert cli.main(args) == 0
     counts = keys(generations)
     assert sum(counts.values()) == len(counts) == ALL_SAMPLES
@@ -91,9 +140,27 @@ def test_openai_backend_resumes_an_interrupted_run(model_dir, data_dir, tmp_path
     app, log = build_app(model_dir, "tiny")
     generations = tmp_path / "gen.jsonl"
     with LoopbackServer(app) as server:
-        args = ["generate", "--backend", "openai", "--base-url", server.url, "--model", "tiny", "--api",
-                "completions", "--tokenizer", model_dir, "--benchmarks", "math500,mmlu_pro", "--data-dir", data_dir,
-                "--generations", str(generations), "--max-tokens", "4"]
+        args = [
+            "generate",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--model",
+            "tiny",
+            "--api",
+            "completions",
+            "--tokenizer",
+            model_dir,
+            "--benchmarks",
+            "math500,mmlu_pro",
+            "--data-dir",
+            data_dir,
+            "--generations",
+            str(generations),
+            "--max-tokens",
+            "4",
+        ]
         assert cli.main(args) == 0
         lines = generations.read_text().splitlines(keepends=True)
         generations.write_text("".join(lines[:5]))  # the run "died" after five samples
@@ -101,8 +168,9 @@ def test_openai_backend_resumes_an_interrupted_run(model_dir, data_dir, tmp_path
     assert log.requests == 12 + 7
     counts = keys(generations)
     assert sum(counts.values()) == len(counts) == 12
-    assert set(counts) == {(source, index, sample) for source in ("math500", "mmlu_pro") for index in (0, 1)
-                           for sample in range(3)}
+    assert set(counts) == {
+        (source, index, sample) for source in ("math500", "mmlu_pro") for index in (0, 1) for sample in range(3)
+    }
     # completions: the prompt was rendered here with the model's chat template.
     assert log.prompts[-1].startswith("<|im_start|>user\n") and log.prompts[-1].endswith("<|im_start|>assistant\n")
 
@@ -110,8 +178,21 @@ def test_openai_backend_resumes_an_interrupted_run(model_dir, data_dir, tmp_path
 def test_a_cut_off_last_line_is_named_before_anything_is_generated(data_dir, tmp_path, capsys):
     generations = tmp_path / "gen.jsonl"
     generations.write_text('{"data_source": "math500", "index": 0, "sample": 0, "resp')
-    args = ["generate", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "x",
-            "--benchmarks", "math500", "--data-dir", data_dir, "--generations", str(generations)]
+    args = [
+        "generate",
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "x",
+        "--benchmarks",
+        "math500",
+        "--data-dir",
+        data_dir,
+        "--generations",
+        str(generations),
+    ]
     assert cli.main(args) == 1
     assert "line 1 is cut off" in capsys.readouterr().err
 

@@ -124,7 +124,8 @@ def test_a_program_that_allocates_without_bound_fails_with_a_runtime_error():
     [
         "open({target!r}, 'w').write('escaped')",
         "__import__('pathlib').Path({target!r}).write_text('escaped')",
-        "__import__('os').close(__import__('os').open({target!r}, __import__('os').O_WRONLY | __import__('os').O_CREAT))",
+        "__import__('os').close(__import__('os').open({target!r}, "
+        "__import__('os').O_WRONLY | __import__('os').O_CREAT))",
         "__import__('os').mkdir({target!r})",
         "__import__('os').system('touch ' + {target!r})",
     ],
@@ -156,8 +157,12 @@ def test_code_judge_reads_the_fenced_program_and_validates_the_tests():
 def test_scoring_routes_each_benchmark_to_its_grader():
     generations = [
         {"data_source": "mmlu_pro", "index": 0, "ground_truth": "B", "response": "Answer: B"},
-        {"data_source": "livecodebench", "index": 0, "ground_truth": json.dumps(SUM_TESTS),
-         "response": f"```python\n{SUM_PROGRAM}```"},
+        {
+            "data_source": "livecodebench",
+            "index": 0,
+            "ground_truth": json.dumps(SUM_TESTS),
+            "response": f"```python\n{SUM_PROGRAM}```",
+        },
         {"data_source": "math500", "index": 0, "ground_truth": "2", "response": "\\boxed{2}"},
         {"data_source": "mmlu_pro", "index": 1, "ground_truth": "B", "response": "\\boxed{2}"},
     ]

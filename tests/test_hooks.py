@@ -1,7 +1,6 @@
 """Post-import hooks: run after the module body, once, and report failures loudly."""
 
 import sys
-import types
 
 import pytest
 

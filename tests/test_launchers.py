@@ -6,15 +6,16 @@ from __future__ import annotations
 import functools
 import glob
 import os
+import pathlib
 import subprocess
 from types import SimpleNamespace
 
 import pytest
+import verl
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, InstantiationException
 from omegaconf import OmegaConf
 
-import verl
 from skpo_verl.config import SKPOConfig
 from skpo_verl.rollout.lengths import check_lengths
 from skpo_verl.validation import SKPOConfigError, check_not_half_configured, is_skpo_run
@@ -27,7 +28,7 @@ VERL_CONFIG_DIR = os.path.join(os.path.dirname(verl.__file__), "trainer", "confi
 LAUNCHERS = sorted(
     os.path.relpath(path, EXAMPLES)
     for path in glob.glob(os.path.join(EXAMPLES, "**", "*.sh"), recursive=True)
-    if "\nrun_verl " in open(path).read()
+    if "\nrun_verl " in pathlib.Path(path).read_text()
 )
 PAPER_LAUNCHERS = [name for name in LAUNCHERS if name != "skpo_gsm8k_small.sh"]
 SKPO_LAUNCHERS = [name for name in LAUNCHERS if "skpo" in name or name.startswith("ablations/")]
@@ -142,7 +143,9 @@ def test_qwen_math_launcher_caps_answers_at_its_4096_token_context(tmp_path):
     assert (budget.max_downstream_prompt, budget.max_sequence, budget.min_answer_length) == (2560, 4096, 1536)
     # Without the clamp SKPO refuses to start, naming the key (a key the launcher set takes no `+`).
     refused = compose_verl(
-        launcher_overrides("skpo_qwen2.5_math_7b.sh", "algorithm.skpo.clamp_answers_to_context=false", MODEL_PATH=str(tmp_path))
+        launcher_overrides(
+            "skpo_qwen2.5_math_7b.sh", "algorithm.skpo.clamp_answers_to_context=false", MODEL_PATH=str(tmp_path)
+        )
     )
     with pytest.raises(SKPOConfigError, match=r"reaches 5632 tokens.*clamp_answers_to_context=true"):
         validate_skpo_config(refused)
@@ -184,7 +187,6 @@ def test_baselines_use_verls_own_losses(name, loss_mode, clip_low, clip_high):
 
 def test_dapo_baseline_builds_verls_dapo_reward_manager():
     from verl.trainer.ppo.reward import get_custom_reward_fn, resolve_reward_manager_cls
-
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 
     config = composed("baselines/dapo.sh")

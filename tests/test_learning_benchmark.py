@@ -13,7 +13,7 @@ import pytest
 
 from skpo_verl.benchmarks import learning
 from skpo_verl.benchmarks.learning import METHODS, Settings, cost_to_reach, decoded_tokens, run_points, summary_table
-from skpo_verl.cpu.report import read_metrics
+from skpo_verl.demo.report import read_metrics
 
 ACC = "val-core/skpo_tiny/chain_sum/acc/mean@1"
 
@@ -139,7 +139,12 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         1.0,
     )
     assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
-        "skpo", "skpo_wo_skip", "skpo_wo_mc", "skpo_half_candidates", "skpo_upstream_0.1", "skpo_upstream_0"
+        "skpo",
+        "skpo_wo_skip",
+        "skpo_wo_mc",
+        "skpo_half_candidates",
+        "skpo_upstream_0.1",
+        "skpo_upstream_0",
     }
 
 
@@ -171,4 +176,6 @@ def test_quick_runs_methods_and_writes_csv_curves_and_table(tmp_path):
     # "w/o MC" logs the tokens of its completions, and they count in its decoded tokens.
     wo_mc = read_metrics(str(out / "runs" / "skpo_wo_mc_seed0" / "metrics.jsonl"))
     assert all(wo_mc[step]["skpo/rollout/completion_tokens_mean"] >= 0 for step in (1, 2))
-    assert "skpo/rollout/completion_tokens_mean" not in read_metrics(str(out / "runs" / "skpo_seed0" / "metrics.jsonl"))[1]
+    assert (
+        "skpo/rollout/completion_tokens_mean" not in read_metrics(str(out / "runs" / "skpo_seed0" / "metrics.jsonl"))[1]
+    )

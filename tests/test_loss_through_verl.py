@@ -80,7 +80,7 @@ def test_verl_ppo_loss_returns_the_hand_computed_skpo_loss_for_both_roles(actor_
 
     assert engine_workers.ppo_loss.__wrapped__ is losses.ppo_loss
     data, log_probs, _ = _micro_batch()
-    loss, metrics = engine_workers.ppo_loss(actor_config, {"log_probs": log_probs}, data)
+    loss, _metrics = engine_workers.ppo_loss(actor_config, {"log_probs": log_probs}, data)
 
     # Upstream row, A=+1, r=[1.5, 0.5]: -min(r A, clip(r, .8, 1.2) A) = [-1.2, -0.5], seq mean -0.85;
     # weight 0.5 over 2 upstream rows: 0.5 * -0.85 / 2 = -0.2125.

@@ -41,7 +41,7 @@ def _create_rl_sampler(skpo_overrides, dataset):
 def test_verl_gets_our_sampler_by_default_as_in_the_paper_and_its_own_when_turned_off():
     sampler, _ = _create_rl_sampler({}, _Dataset([3, 4]))
     assert isinstance(sampler, PrioritizedSampler)
-    sampler, state = _create_rl_sampler({"prioritized_sampling": False}, _Dataset([3, 4]))
+    sampler, _state = _create_rl_sampler({"prioritized_sampling": False}, _Dataset([3, 4]))
     assert type(sampler).__name__ == "SequentialSampler"
 
 

@@ -22,11 +22,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from skpo_verl.validation import validate_config
-
 from engine_stub import stub_engine_class
 from v1_trainer import Prompt, grpo_rows, put_rows, skpo_rows, v1_trainer, write_old_log_probs
+
+from skpo_verl.validation import validate_config
 
 DP_SIZE = 2
 
@@ -151,7 +150,7 @@ def test_the_grpo_advantage_check_fails_on_swapped_rows_or_a_flipped_sign(reduct
 # --- the loss, through verl's real `ppo_loss` (as the actor worker binds it) -----------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _actor_config(loss_mode: str):
     """verl's actor config for a loss mode, with its default clip [0.8, 1.2] and token-mean."""
     from verl.utils.config import omega_conf_to_dataclass
@@ -507,7 +506,7 @@ def upstream_micro_batches(request, transfer_queue):
 
 
 def test_every_upstream_row_reaches_the_loss_with_its_own_normalised_r_minus_v_prev(upstream_micro_batches):
-    micro_batches, actor_config, batch = upstream_micro_batches
+    micro_batches, _, batch = upstream_micro_batches
     # 5 prompts x 4 rows = 20, padded to lcm(dp 2, 2 prompts x 4 rows) = 8 -> 24 rows.
     assert len(batch) == 24 and sum(tag.get("is_padding", False) for tag in batch.tags) == 4
     assert sum(len(mb) for mb in micro_batches) == 24
@@ -526,7 +525,7 @@ def _upstream_rows(micro_batches):
 
 
 def test_the_upstream_check_fails_on_swapped_rows_a_flipped_sign_or_a_shifted_role_mask(upstream_micro_batches):
-    micro_batches, actor_config, _ = upstream_micro_batches
+    micro_batches, _, _ = upstream_micro_batches
     (m1, r1), (m2, r2) = _upstream_rows(micro_batches)[:2]
 
     swapped = [mb.clone() for mb in micro_batches]

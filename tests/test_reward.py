@@ -94,7 +94,14 @@ def test_hand_labelled_cases(data_source, response, ground_truth, score, reason)
 def test_at_least_forty_cases_over_every_source():
     assert len(CASES) >= 40
     assert {case[0] for case in CASES} >= {
-        "math_dapo", "math500", "aime2024", "aime2025", "amc2023", "minerva", "olympiadbench", "gsm8k"
+        "math_dapo",
+        "math500",
+        "aime2024",
+        "aime2025",
+        "amc2023",
+        "minerva",
+        "olympiadbench",
+        "gsm8k",
     }
 
 

@@ -98,7 +98,9 @@ def test_a_math_verify_that_imports_but_cannot_judge_fails_the_first_calls_self_
     # A math_verify that imports but parses nothing (a broken install, a stub): every answer would be -1.
     package = tmp_path / "stub" / "math_verify"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("def parse(*args, **kwargs):\n    return []\n\n\ndef verify(*args, **kwargs):\n    return False\n")
+    (package / "__init__.py").write_text(
+        "def parse(*args, **kwargs):\n    return []\n\n\ndef verify(*args, **kwargs):\n    return False\n"
+    )
     (package / "errors.py").write_text("class TimeoutException(Exception):\n    pass\n")
     # The first call has no answer to judge; it still stops, so no response scores -1 unjudged.
     no_answer_call = CALL.replace("\\\\boxed{5}", "I do not know")

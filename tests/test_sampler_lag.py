@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 
 from skpo_verl.benchmarks.sampler_lag import measure_lag
 from skpo_verl.config import SKPOConfig
-from skpo_verl.cpu.tiny_model import build_tiny_model
+from skpo_verl.demo.tiny_model import build_tiny_model
 from skpo_verl.training.sampler import PrioritizedSampler
 from skpo_verl.training.state import SKPOState
 from skpo_verl.verl_config import compose_ppo_config

@@ -1,17 +1,17 @@
-"""`skpo_verl.cpu.segment_effect` on the demo's warm-started model (built here, ~30 s on 2 cores)."""
+"""`skpo_verl.analysis.segment_effect` on the demo's warm-started model (built here, ~30 s on 2 cores)."""
 
 import pytest
 import torch
 
-from skpo_verl.cpu import task
-from skpo_verl.cpu.segment_effect import first_step_tokens, segment_effect
+from skpo_verl.analysis.segment_effect import first_step_tokens, segment_effect
+from skpo_verl.demo import task
 
 
 @pytest.fixture(scope="module")
 def demo_model(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from skpo_verl.cpu.prepare import prepare
+    from skpo_verl.demo.prepare import prepare
 
     path = prepare(str(tmp_path_factory.mktemp("cpu_tiny")), "demo")["MODEL_PATH"]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()

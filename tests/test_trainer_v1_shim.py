@@ -12,10 +12,10 @@ import os
 import numpy as np
 import pytest
 import torch
+from v1_trainer import v1_trainer
 
 from skpo_verl.config import SKPOConfig
 from skpo_verl.training.state import STATE_FILE, SKPOState
-from v1_trainer import v1_trainer
 
 SKPO = [
     "algorithm.adv_estimator=skpo",

@@ -1,10 +1,10 @@
-"""`skpo_verl.cpu.upstream_signs` on a hand-written rollout dump in verl's V1 layout."""
+"""`skpo_verl.analysis.upstream_signs` on a hand-written rollout dump in verl's V1 layout."""
 
 import json
 
 import pytest
 
-from skpo_verl.cpu.upstream_signs import count_signs, first_step_kind, format_counts, main, read_dump
+from skpo_verl.analysis.upstream_signs import count_signs, first_step_kind, format_counts, main, read_dump
 
 
 def _prompt(uid, problem, segment, scores, step):
@@ -31,7 +31,11 @@ def test_first_step_kind():
 
 def test_counts_negative_upstream_advantages_per_segment_kind(tmp_path, capsys):
     # Step 1: A's right segment, answers all right (R_I = 1); B's slipped one, all wrong (-1): A +, B -.
-    _write(tmp_path, 1, _prompt("a", "Add 3, 5, 4.", "3+5=8. ", [1, 1], 1) + _prompt("b", "Add 2, 2, 1.", "2+2=5. ", [-1, -1], 1))
+    _write(
+        tmp_path,
+        1,
+        _prompt("a", "Add 3, 5, 4.", "3+5=8. ", [1, 1], 1) + _prompt("b", "Add 2, 2, 1.", "2+2=5. ", [-1, -1], 1),
+    )
     # Step 4: R_I = 1 (C, right), 0 (D, right first step, one answer wrong later), 1 (A again, cut before):
     # mean 2/3, so D's advantage is negative although its first step is right; A is a revisit.
     _write(

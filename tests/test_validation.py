@@ -3,7 +3,12 @@
 import pytest
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.validation import SKPOConfigError, check_not_half_configured, prompt_keys_from_extra_info, validate_config
+from skpo_verl.validation import (
+    SKPOConfigError,
+    check_not_half_configured,
+    prompt_keys_from_extra_info,
+    validate_config,
+)
 from skpo_verl.verl_config import compose_ppo_config
 
 SKPO = [
@@ -22,11 +27,16 @@ def test_a_complete_skpo_config_passes_with_the_paper_defaults():
 
 def test_num_candidates_from_one_to_g_is_accepted():
     for value in (1, 4, 8):
-        assert validate_config(compose_ppo_config(SKPO + [f"+algorithm.skpo.num_candidates={value}"])).num_candidates == value
+        assert (
+            validate_config(compose_ppo_config(SKPO + [f"+algorithm.skpo.num_candidates={value}"])).num_candidates
+            == value
+        )
 
 
 def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
-    parsed = validate_config(compose_ppo_config(SKPO + ["+algorithm.skpo.selection=extreme", "+algorithm.skpo.tracker.half_life_steps=4"]))
+    parsed = validate_config(
+        compose_ppo_config(SKPO + ["+algorithm.skpo.selection=extreme", "+algorithm.skpo.tracker.half_life_steps=4"])
+    )
     assert parsed.selection == "extreme" and parsed.tracker.half_life_steps == 4.0 and parsed.half_life == 4.0
 
 
@@ -43,12 +53,21 @@ def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
         ("actor_rollout_ref.actor.entropy_coeff=0.01", "entropy_coeff=0.01: SKPO has no entropy bonus"),
         ("algorithm.filter_groups.enable=true", "Set algorithm.filter_groups.enable=false"),
         ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction is enabled"),
-        ("+algorithm.skpo.selektion=median", "Unknown key(s) algorithm.skpo.selektion. Valid keys under algorithm.skpo:"),
+        (
+            "+algorithm.skpo.selektion=median",
+            "Unknown key(s) algorithm.skpo.selektion. Valid keys under algorithm.skpo:",
+        ),
         ("+algorithm.skpo.tracker.rho=0.9", "Unknown key(s) algorithm.skpo.tracker.rho."),
-        ("+algorithm.skpo.conditioning=sideways", "algorithm.skpo.conditioning='sideways' is not one of skip, continual, unconditional"),
+        (
+            "+algorithm.skpo.conditioning=sideways",
+            "algorithm.skpo.conditioning='sideways' is not one of skip, continual, unconditional",
+        ),
         ("+algorithm.skpo.tracker.rho_min=0.99", "rho_min=0.99 and rho_max=0.96 must satisfy"),
         ("actor_rollout_ref.rollout.prompt_length=512", "Set actor_rollout_ref.rollout.prompt_length=1024 (or more)"),
-        ("actor_rollout_ref.rollout.max_model_len=1500", "Set actor_rollout_ref.rollout.max_model_len to at least 1536"),
+        (
+            "actor_rollout_ref.rollout.max_model_len=1500",
+            "Set actor_rollout_ref.rollout.max_model_len to at least 1536",
+        ),
         ("+algorithm.skpo.rollout_timeout_s=0", "algorithm.skpo.rollout_timeout_s=0 must be > 0"),
         ("+algorithm.skpo.num_candidates=0", "algorithm.skpo.num_candidates=0 must be >= 1 (null = G, the paper)"),
         ("+algorithm.skpo.num_candidates=9", "num_candidates=9 exceeds actor_rollout_ref.rollout.n=8: at most G"),
@@ -69,10 +88,14 @@ def test_all_problems_are_reported_at_once():
 
 def test_skpo_loss_or_agent_loop_without_the_skpo_estimator_is_refused():
     with pytest.raises(SKPOConfigError, match="loss_mode=skpo needs algorithm.adv_estimator=skpo"):
-        check_not_half_configured(compose_ppo_config(["algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.policy_loss.loss_mode=skpo"]))
+        check_not_half_configured(
+            compose_ppo_config(["algorithm.adv_estimator=grpo", "actor_rollout_ref.actor.policy_loss.loss_mode=skpo"])
+        )
     with pytest.raises(SKPOConfigError, match="default_agent_loop=skpo_agent needs algorithm.adv_estimator=skpo"):
         check_not_half_configured(
-            compose_ppo_config(["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent"])
+            compose_ppo_config(
+                ["algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent"]
+            )
         )
     check_not_half_configured(compose_ppo_config(["algorithm.adv_estimator=grpo"]))
 
@@ -82,14 +105,25 @@ def test_prompt_keys_come_from_extra_info_index_in_row_order():
 
 
 def test_missing_and_duplicated_prompt_keys_are_refused_with_row_numbers():
-    with pytest.raises(SKPOConfigError, match=r"2 training row\(s\) in train.parquet have no extra_info.index \(first rows: \[1, 2\]\)"):
+    with pytest.raises(
+        SKPOConfigError, match=r"2 training row\(s\) in train.parquet have no extra_info.index \(first rows: \[1, 2\]\)"
+    ):
         prompt_keys_from_extra_info([{"index": 1}, {"split": "train"}, None], files="train.parquet")
-    with pytest.raises(SKPOConfigError, match=r"1 training row\(s\) repeat an extra_info.index \(rows 0 and 2 share index 5\)"):
+    with pytest.raises(
+        SKPOConfigError, match=r"1 training row\(s\) repeat an extra_info.index \(rows 0 and 2 share index 5\)"
+    ):
         prompt_keys_from_extra_info([{"index": 5}, {"index": 6}, {"index": 5}])
 
 
 def test_length_problems_are_listed_one_per_line_with_the_others():
-    config = compose_ppo_config(SKPO + ["actor_rollout_ref.rollout.prompt_length=512", "actor_rollout_ref.rollout.max_model_len=1000", "actor_rollout_ref.rollout.n=1"])
+    config = compose_ppo_config(
+        SKPO
+        + [
+            "actor_rollout_ref.rollout.prompt_length=512",
+            "actor_rollout_ref.rollout.max_model_len=1000",
+            "actor_rollout_ref.rollout.n=1",
+        ]
+    )
     with pytest.raises(SKPOConfigError) as error:
         validate_config(config)
     lines = str(error.value).splitlines()

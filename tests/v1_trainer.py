@@ -12,9 +12,9 @@ row layouts write one step's rows into TransferQueue the way `AgentLoopWorkerTQ`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Sequence
 
 import torch
 

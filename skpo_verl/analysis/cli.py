@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 
@@ -17,7 +18,6 @@ import openai
 import pandas as pd
 
 from skpo_verl.analysis.implicit_advantage import (
-    DEFAULT_BINS,
     match_on_correctness,
     run_implicit_advantage,
     sample_responses,
@@ -52,8 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sign = commands.add_parser("mc-sign", help="Appendix A: P(all G advantage signs right) over N and spread")
     sign.add_argument("--group-size", type=int, default=8)
     sign.add_argument("--spreads", type=spreads, default=spreads("0.45-0.55,0.3-0.7"))
-    sign.add_argument("--continuations", type=lambda t: [int(x) for x in t.split(",")],
-                      default=[int(x) for x in DEFAULT_CONTINUATIONS.split(",")], help=f"N values ({DEFAULT_CONTINUATIONS})")
+    sign.add_argument(
+        "--continuations",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[int(x) for x in DEFAULT_CONTINUATIONS.split(",")],
+        help=f"N values ({DEFAULT_CONTINUATIONS})",
+    )
     sign.add_argument("--trials", type=int, default=200_000, help="simulated groups per (spread, N)")
     sign.add_argument("--seed", type=int, default=0)
     sign.add_argument("--out-dir", required=True)
@@ -97,17 +101,27 @@ def run_mc_sign(args: argparse.Namespace) -> list[str]:
     rows = pd.DataFrame(sign_accuracy_grid(args.group_size, args.spreads, args.continuations, args.trials, args.seed))
     figure, axis = new_figure(1)
     for (low, high), group in rows.groupby(["p_low", "p_high"], sort=False):
-        axis[0].errorbar(group["continuations"], group["p_all_signs_right"], yerr=group["std_error"],
-                         marker="o", label=f"p evenly in [{low}, {high}]")
-    axis[0].set(xscale="log", xlabel="continuations per prefix N", ylabel="P(all G signs right)",
-                title=f"G = {args.group_size}, {args.trials} groups per point")
+        axis[0].errorbar(
+            group["continuations"],
+            group["p_all_signs_right"],
+            yerr=group["std_error"],
+            marker="o",
+            label=f"p evenly in [{low}, {high}]",
+        )
+    axis[0].set(
+        xscale="log",
+        xlabel="continuations per prefix N",
+        ylabel="P(all G signs right)",
+        title=f"G = {args.group_size}, {args.trials} groups per point",
+    )
     axis[0].legend()
     return save(rows, figure, args.out_dir, "mc_sign")
 
 
 def run_shortcut_command(args: argparse.Namespace) -> list[str]:
-    summary, samples = run_shortcut(make_backend(args), load_problems(args), sampling_from(args), args.positions,
-                                    args.group_size)
+    summary, samples = run_shortcut(
+        make_backend(args), load_problems(args), sampling_from(args), args.positions, args.group_size
+    )
     figure, axes = new_figure(3)
     for conditioning, group in summary.groupby("conditioning", sort=False):
         for axis, column in zip(axes, ("diversity", "advantage_zero_rate", "mean_length_chars")):
@@ -123,7 +137,7 @@ def run_implicit_command(args: argparse.Namespace) -> list[str]:
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"--names {args.names!r}: give two different labels, e.g. GRPO,SKPO.")
     edges = args.bin_edges
-    if len(edges) < 2 or any(b <= a for a, b in zip(edges, edges[1:])) or edges[0] < 0 or edges[-1] > 1:
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)) or edges[0] < 0 or edges[-1] > 1:
         raise ValueError(f"--bin-edges {edges}: give increasing fractions within [0, 1].")
     problems, sampling = load_problems(args), sampling_from(args)
     second = argparse.Namespace(**{**vars(args), "base_url": args.base_url_b or args.base_url})
@@ -133,12 +147,23 @@ def run_implicit_command(args: argparse.Namespace) -> list[str]:
     }
     matched = dict(zip(names, match_on_correctness(sampled[names[0]], sampled[names[1]])))
     summary, per_prefix = run_implicit_advantage(
-        matched, problems, make_backend(args, prefix="continuation-"), sampling, args.continuations,
-        list(zip(edges, edges[1:])),
+        matched,
+        problems,
+        make_backend(args, prefix="continuation-"),
+        sampling,
+        args.continuations,
+        list(itertools.pairwise(edges)),
     )
     figure, axes = new_figure(1)
-    for (checkpoint, correct), group in summary[summary["checkpoint"].isin(names)].groupby(["checkpoint", "final_correct"]):
-        axes[0].plot(group["bin"], group["mc_success"], marker="o", label=f"{checkpoint}, final {'right' if correct else 'wrong'}")
+    for (checkpoint, correct), group in summary[summary["checkpoint"].isin(names)].groupby(
+        ["checkpoint", "final_correct"]
+    ):
+        axes[0].plot(
+            group["bin"],
+            group["mc_success"],
+            marker="o",
+            label=f"{checkpoint}, final {'right' if correct else 'wrong'}",
+        )
     axes[0].set(xlabel="prefix position", ylabel="MC success of continuations", title="implicit advantage")
     axes[0].legend()
     per_prefix.to_csv(os.path.join(args.out_dir, "implicit_advantage_prefixes.csv"), index=False)

@@ -10,7 +10,7 @@ word is split. The conditionings are the agent loop's (algorithm.skpo.conditioni
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from skpo_verl.evaluation.backends import Request
 from skpo_verl.evaluation.scoring import judge_one
@@ -22,7 +22,7 @@ def cut(text: str, fraction: float) -> str:
     """The first `fraction` of text, ending before a whitespace (or the raw cut if there is none)."""
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"a segment position must lie in [0, 1], got {fraction}.")
-    end = int(round(len(text) * fraction))
+    end = round(len(text) * fraction)
     if end >= len(text):
         return text
     space = max(text.rfind(" ", 0, end + 1), text.rfind("\n", 0, end + 1))

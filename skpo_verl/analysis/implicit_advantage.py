@@ -13,7 +13,7 @@ the mean MC success per checkpoint, final correctness and bin; `difference` rows
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,11 +75,24 @@ def run_implicit_advantage(
     rewards = []
     for (name, problem, sample, correct, label, prefix), text in zip(keys, texts):
         row = problems.iloc[problem]
-        reward, _ = judge(row["data_source"], answer_text(prefix, text, "continual"), row["reward_model"]["ground_truth"])
-        rewards.append({"checkpoint": name, "problem": problem, "sample": sample, "final_correct": correct,
-                        "bin": label, "prefix_chars": len(prefix), "reward": reward})
+        reward, _ = judge(
+            row["data_source"], answer_text(prefix, text, "continual"), row["reward_model"]["ground_truth"]
+        )
+        rewards.append(
+            {
+                "checkpoint": name,
+                "problem": problem,
+                "sample": sample,
+                "final_correct": correct,
+                "bin": label,
+                "prefix_chars": len(prefix),
+                "reward": reward,
+            }
+        )
     per_prefix = (
-        pd.DataFrame(rewards, columns=["checkpoint", "problem", "sample", "final_correct", "bin", "prefix_chars", "reward"])
+        pd.DataFrame(
+            rewards, columns=["checkpoint", "problem", "sample", "final_correct", "bin", "prefix_chars", "reward"]
+        )
         .groupby(["checkpoint", "problem", "sample", "final_correct", "bin", "prefix_chars"], sort=False)["reward"]
         .mean()
         .rename("mc_success")
@@ -87,7 +100,11 @@ def run_implicit_advantage(
     )
     summary = (
         per_prefix.groupby(["checkpoint", "final_correct", "bin"], sort=False)["mc_success"]
-        .agg(responses="size", mc_success="mean", std_error=lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"))
+        .agg(
+            responses="size",
+            mc_success="mean",
+            std_error=lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"),
+        )
         .reset_index()
     )
     return _with_difference(summary, list(responses)), per_prefix

@@ -1,6 +1,6 @@
 """How much the kept segment decides the answers: a warm-started chain-sum model, answers sampled after a given s.
 
-    python -m skpo_verl.cpu.segment_effect [--task benchmark] [--workdir DIR] [--problems 64] [--answers 8]
+    python -m skpo_verl.analysis.segment_effect [--task benchmark] [--workdir DIR] [--problems 64] [--answers 8]
 
 For each of the first `--problems` training problems, s is the worked solution's first step
 (`a+b=c. `, through the space after its period), once right and once with the careless
@@ -20,9 +20,9 @@ import re
 
 import torch
 
-from skpo_verl.cpu import task
 from skpo_verl.cpu.generation import SamplingRequest, generate_batch
-from skpo_verl.cpu.warm_start import prompt_ids
+from skpo_verl.demo import task
+from skpo_verl.demo.warm_start import prompt_ids
 
 _ANSWER = re.compile(r"Answer: (-?\d+)")
 
@@ -63,7 +63,7 @@ def segment_effect(model, tokenizer, problems, answers: int = 8, max_tokens: int
 def main(argv=None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from skpo_verl.cpu.prepare import DEFAULT_DIR, TASKS, prepare
+    from skpo_verl.demo.prepare import DEFAULT_DIR, TASKS, prepare
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=list(TASKS), default="benchmark")

@@ -13,7 +13,7 @@ conditioning), averaged over problems:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,28 +51,48 @@ def run_shortcut(
         for position in positions:
             segment = cut(response, position)
             for conditioning in CONDITIONINGS:
-                for g in range(group_size):
+                for _g in range(group_size):
                     keys.append((problem, position, conditioning, segment))
                     requests.append(conditioned(prompt, segment, conditioning, sampling.seed + len(requests)))
     continuations = complete_all(backend, requests, sampling, desc="continuations")
     samples = []
     for (problem, position, conditioning, segment), text in zip(keys, continuations):
         row = problems.iloc[problem]
-        reward, answer = judge(row["data_source"], answer_text(segment, text, conditioning), row["reward_model"]["ground_truth"])
-        samples.append({"problem": problem, "position": position, "conditioning": conditioning,
-                        "segment_chars": len(segment), "reward": reward, "answer": answer, "length": len(text),
-                        "continuation": text})
+        reward, answer = judge(
+            row["data_source"], answer_text(segment, text, conditioning), row["reward_model"]["ground_truth"]
+        )
+        samples.append(
+            {
+                "problem": problem,
+                "position": position,
+                "conditioning": conditioning,
+                "segment_chars": len(segment),
+                "reward": reward,
+                "answer": answer,
+                "length": len(text),
+                "continuation": text,
+            }
+        )
     samples = pd.DataFrame(samples)
     groups = [
-        dict(position=position, conditioning=conditioning,
-             **group_statistics(group["reward"], group["answer"], group["length"]))
-        for (problem, position, conditioning), group in samples.groupby(["problem", "position", "conditioning"], sort=False)
+        dict(
+            position=position,
+            conditioning=conditioning,
+            **group_statistics(group["reward"], group["answer"], group["length"]),
+        )
+        for (problem, position, conditioning), group in samples.groupby(
+            ["problem", "position", "conditioning"], sort=False
+        )
     ]
     summary = (
         pd.DataFrame(groups)
         .groupby(["position", "conditioning"], sort=False)
-        .agg(groups=("diversity", "size"), diversity=("diversity", "mean"),
-             advantage_zero_rate=("advantage_zero", "mean"), mean_length_chars=("length", "mean"))
+        .agg(
+            groups=("diversity", "size"),
+            diversity=("diversity", "mean"),
+            advantage_zero_rate=("advantage_zero", "mean"),
+            mean_length_chars=("length", "mean"),
+        )
         .reset_index()
     )
     return summary, samples

@@ -55,6 +55,15 @@ def sign_accuracy_grid(
         success = np.linspace(low, high, group_size)
         for n in continuations:
             probability, stderr = sign_accuracy(success, n, trials, rng)
-            rows.append({"group_size": group_size, "p_low": low, "p_high": high, "continuations": n,
-                         "trials": trials, "p_all_signs_right": probability, "std_error": stderr})
+            rows.append(
+                {
+                    "group_size": group_size,
+                    "p_low": low,
+                    "p_high": high,
+                    "continuations": n,
+                    "trials": trials,
+                    "p_all_signs_right": probability,
+                    "std_error": stderr,
+                }
+            )
     return rows

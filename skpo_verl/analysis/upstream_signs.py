@@ -1,9 +1,9 @@
 """Which kept segments SKPO's upstream term pushes up or down, read back from verl's rollout dump.
 
     TASK=benchmark bash examples/cpu_tiny_skpo.sh trainer.rollout_data_dir=DUMP
-    python -m skpo_verl.cpu.upstream_signs DUMP [--early-steps 3]
+    python -m skpo_verl.analysis.upstream_signs DUMP [--early-steps 3]
 
-For the chain-sum task only (`skpo_verl.cpu.task`): each upstream row's kept segment s is
+For the chain-sum task only (`skpo_verl.demo.task`): each upstream row's kept segment s is
 classified by its first worked step, `a+b=c.`: `right` (c = a + b), `wrong`, or `cut before`
 (s ends before that step is written). R_I is the mean score of the prompt's G answers, and the
 upstream advantage is the project's own `core.advantages.upstream_advantages` over the step's
@@ -90,7 +90,10 @@ def upstream_rows(rows: list[dict]) -> list[dict]:
 
 
 def count_signs(by_step: dict[int, list[dict]], early_steps: int = 3, eps: float = 1e-6) -> dict:
-    """{(phase, kind): {"rows", "negative", "revisits"}} over the dump, phase "early" (steps <= early_steps) or "late"."""
+    """{(phase, kind): {"rows", "negative", "revisits"}} over the dump.
+
+    phase is "early" (steps <= early_steps) or "late".
+    """
     counts: dict = collections.defaultdict(lambda: {"rows": 0, "negative": 0, "revisits": 0})
     seen: set = set()
     for step, rows in by_step.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -33,7 +34,7 @@ from types import SimpleNamespace
 
 import psutil
 
-from skpo_verl.cpu.report import decoded_tokens, read_metrics
+from skpo_verl.demo.report import decoded_tokens, read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "examples" / "cpu_tiny_skpo.sh"
@@ -89,10 +90,8 @@ def server_throughput(model_path: str) -> list[dict]:
 
 def _tree_pss(root: psutil.Process, ray_dir: str) -> int:
     processes = {root.pid: root}
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         processes.update({child.pid: child for child in root.children(recursive=True)})
-    except psutil.NoSuchProcess:
-        pass
     for process in psutil.process_iter(["cmdline"]):
         try:
             if any(ray_dir in part for part in process.info["cmdline"] or ()):
@@ -172,7 +171,11 @@ def train(algo: str, steps: int, workdir: str, out_dir: Path) -> dict:
     returncode = run_launcher(run_dir, variables, [f"trainer.test_freq={steps}"], poll=measure)
     if returncode != 0:
         raise RuntimeError(f"{algo} run failed ({returncode}); see {run_dir / 'output.log'}")
-    return {"metrics": read_metrics(str(run_dir / "metrics.jsonl")), "wall_s": time.monotonic() - started, "peak": peak[0]}
+    return {
+        "metrics": read_metrics(str(run_dir / "metrics.jsonl")),
+        "wall_s": time.monotonic() - started,
+        "peak": peak[0],
+    }
 
 
 def step_summary(run: dict) -> dict:
@@ -198,7 +201,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the hf_cpu throughput part")
     args = parser.parse_args(argv)
 
-    from skpo_verl.cpu.prepare import prepare
+    from skpo_verl.demo.prepare import prepare
 
     model_path = prepare(args.workdir)["MODEL_PATH"]
     print(f"hf_cpu throughput, {TOKENS_PER_REQUEST} sampled tokens per request ({load_average()})")

@@ -5,7 +5,7 @@
 
 Every run is `python -m verl.trainer.main_ppo` through the CPU launcher
 (`examples/cpu_tiny_skpo.sh`) on the chain-sum task's `benchmark` size (3 numbers from 1..9,
-665 training / 64 held-out problems) and its warm-started tiny model (`skpo_verl.cpu.prepare
+665 training / 64 held-out problems) and its warm-started tiny model (`skpo_verl.demo.prepare
 --task benchmark`, built once before the first run and reused by every run), each on its own
 local Ray cluster, one after another. All methods get the same prompts per step, G,
 steps, learning rate, response budget and seeds; a seed sets `data.seed` (verl's train
@@ -23,7 +23,7 @@ Methods (`METHODS`):
   skpo_upstream_0.1     loss weights w_up 0.1, w_down 0.9 instead of the paper's 0.5, 0.5
   skpo_upstream_0       loss weights 0, 1: no upstream term, the answers from [s, q] alone
 
-What is recorded, per run and step, from verl's file-logger metrics (`skpo_verl.cpu.report`):
+What is recorded, per run and step, from verl's file-logger metrics (`skpo_verl.demo.report`):
 held-out accuracy (verl's greedy validation before training and every `--val-every` steps),
 decoded tokens (GRPO, CISPO: prompts x G x `response_length/mean`; SKPO: the prompts'
 candidate tokens, `skpo/upstream/rows` x `skpo/rollout/candidate_tokens_mean`, plus the
@@ -63,7 +63,7 @@ from pathlib import Path
 import pandas as pd
 
 from skpo_verl.benchmarks.cpu_demo import load_average, run_launcher
-from skpo_verl.cpu.report import decoded_tokens, heldout_key, read_metrics
+from skpo_verl.demo.report import decoded_tokens, heldout_key, read_metrics
 
 PROMPTS_PER_STEP = 8
 GROUP_SIZE = 8
@@ -75,7 +75,7 @@ STEPS = 50
 SEEDS = (0, 1, 2)
 VAL_EVERY = 1
 BASELINE = "grpo"
-TASK = "benchmark"  # the larger chain-sum task (skpo_verl.cpu.prepare.TASKS)
+TASK = "benchmark"  # the larger chain-sum task (skpo_verl.demo.prepare.TASKS)
 # From the full run (docs/learning_benchmark.md), rounded up; they size the defaults and the
 # estimate printed before a run.
 START_UP_S = 50.0
@@ -123,7 +123,7 @@ class Settings:
     group_size: int = GROUP_SIZE
     lr: float = LR
     val_max_samples: int = -1  # verl's data.val_max_samples; -1 = the whole held-out set
-    task: str = TASK  # skpo_verl.cpu.prepare.TASKS
+    task: str = TASK  # skpo_verl.demo.prepare.TASKS
 
 
 # The launcher's variables (examples/cpu_tiny_skpo.sh) that carry the settings.
@@ -331,7 +331,7 @@ def train(method: str, seed: int, settings: Settings, workdir: str, run_dir: Pat
 def run_benchmark(
     methods: list[str], seeds: list[int], settings: Settings, out_dir: Path, workdir: str
 ) -> pd.DataFrame:
-    from skpo_verl.cpu.prepare import prepare
+    from skpo_verl.demo.prepare import prepare
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

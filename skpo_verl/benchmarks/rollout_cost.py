@@ -3,7 +3,7 @@
     python -m skpo_verl.benchmarks.rollout_cost [--prompts 8] [--group-size 4] [--response-length 64]
 
 Runs verl's own agent loops (`skpo_agent` and `single_turn_agent`, instantiated from verl's
-registry as its worker does) against one local server (`skpo_verl.rollout.local_server`): a
+registry as its worker does) against one local server (`skpo_verl.cpu.local_server`): a
 tiny random Qwen2 on CPU that serves one sequence at a time and counts tokens decoded,
 tokens prefilled from scratch, and tokens prefilled after block-granular prefix-cache hits
 (the model of vLLM's automatic prefix caching described there). All prompts of a method run
@@ -65,11 +65,11 @@ def run(
     import verl.experimental.agent_loop  # noqa: F401 - registers single_turn_agent and (via the plugin) skpo_agent
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from skpo_verl.rollout.lengths import check_lengths
-    from skpo_verl.rollout.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
     from skpo_verl.config import SKPOConfig
     from skpo_verl.core.split import sample_split_length
-    from skpo_verl.cpu.tiny_model import build_tiny_model
+    from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
+    from skpo_verl.demo.tiny_model import build_tiny_model
+    from skpo_verl.rollout.lengths import check_lengths
 
     if prompts > len(PROBLEMS):
         raise SystemExit(f"--prompts can be at most {len(PROBLEMS)}")

@@ -14,7 +14,7 @@ for each setting, the largest lag seen: 1 means every draw sees the update of th
 from __future__ import annotations
 
 import argparse
-from typing import Iterator
+from collections.abc import Iterator
 
 from skpo_verl.core.tracker import BetaTracker
 from skpo_verl.training.sampler import PrioritizedSampler
@@ -86,7 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=24)
     args = parser.parse_args(argv)
     for workers in (0, 2, 8):
-        print(f"data.dataloader_num_workers={workers} (prefetch_factor 2): lag {measure_lag(workers, args.steps)} step(s)")
+        print(
+            f"data.dataloader_num_workers={workers} (prefetch_factor 2): lag {measure_lag(workers, args.steps)} step(s)"
+        )
     print("skpo_verl's V1 trainer shim builds the train dataloader with 0 workers when prioritized sampling is on.")
 
 

@@ -6,7 +6,7 @@ reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the ba
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -5,7 +5,8 @@ Framework-free: no torch import; `skpo_verl.training.sampler` wraps it as a torc
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 

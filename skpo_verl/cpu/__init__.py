@@ -1,5 +1,7 @@
-"""CPU backend for verl 0.9.1 (opt-in; never auto-selected): tiny model, HF generation,
-platform and rollout adaptations so verl's real trainer runs on a CPU-only machine.
+"""CPU backend for verl 0.9.1 (opt-in; never auto-selected): the `cpu` platform, batched HF
+generation and the `hf_cpu` rollout server, and a local token server for tests, so verl's
+real trainer runs on a CPU-only machine. Its shims are `patches/cpu_*.py`; the demo tasks
+and tiny model it trains are in `skpo_verl.demo`.
 
 The one switch is verl's own platform override, `VERL_PLATFORM=cpu`, set in the shell
 that launches `python -m verl.trainer.main_ppo`. verl reads it on first use of the

@@ -11,8 +11,8 @@ actor recomputes (logits / temperature) — so rollout and actor log-probs agree
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
@@ -78,16 +78,14 @@ def generate_batch(model, requests: Sequence[SamplingRequest], pad_id: int = 0) 
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
     temperatures = torch.tensor([r.temperature if r.temperature > 0 else 1.0 for r in requests], device=device)
-    eos = [set(int(t) for t in r.eos_token_ids) for r in requests]
+    eos = [{int(t) for t in r.eos_token_ids} for r in requests]
     tokens: list[list[int]] = [[] for _ in requests]
     log_probs: list[list[float]] = [[] for _ in requests]
     finished = [False] * len(requests)
     active = set(range(len(requests)))
     past = None
     while active:
-        out = model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past
-        )
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past)
         past = out.past_key_values
         logits = out.logits[:, -1].float()
         row_log_probs = torch.log_softmax(logits / temperatures[:, None], dim=-1)
@@ -95,7 +93,9 @@ def generate_batch(model, requests: Sequence[SamplingRequest], pad_id: int = 0) 
         for row in sorted(active):
             request = requests[row]
             if request.temperature > 0:
-                probs = torch.softmax(filter_logits(logits[row] / request.temperature, request.top_k, request.top_p), -1)
+                probs = torch.softmax(
+                    filter_logits(logits[row] / request.temperature, request.top_k, request.top_p), -1
+                )
                 token = int(torch.multinomial(probs, 1, generator=request.generator))
             else:
                 token = int(torch.argmax(logits[row]))

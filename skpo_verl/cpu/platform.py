@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from verl.plugin.platform import PlatformBase
 
-from skpo_verl.cpu import PLATFORM_NAME
-from skpo_verl.cpu import host_device
+from skpo_verl.cpu import PLATFORM_NAME, host_device
 
 
 class PlatformCPU(PlatformBase):
@@ -61,7 +60,7 @@ class PlatformCPU(PlatformBase):
     def set_device(self, device_index: int) -> None:
         host_device.set_device(device_index)
 
-    def synchronize(self, device_index: Optional[int] = None) -> None:
+    def synchronize(self, device_index: int | None = None) -> None:
         host_device.synchronize()
 
     def manual_seed(self, seed: int) -> None:
@@ -76,7 +75,7 @@ class PlatformCPU(PlatformBase):
     def empty_cache(self) -> None:
         host_device.empty_cache()
 
-    def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
+    def get_device_capability(self, device_index: int = 0) -> tuple[int | None, int | None]:
         return None, None
 
     def communication_backend_name(self) -> str:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Generator, Optional
+from typing import Any
 
 import ray
 import torch
@@ -118,10 +119,10 @@ class HFCPUServer:
         prompt_ids: list[int],
         sampling_params: dict[str, Any],
         request_id: str,
-        image_data: Optional[list[Any]] = None,
-        video_data: Optional[list[Any]] = None,
-        audio_data: Optional[list[Any]] = None,
-        mm_processor_kwargs: Optional[dict[str, Any]] = None,
+        image_data: list[Any] | None = None,
+        video_data: list[Any] | None = None,
+        audio_data: list[Any] | None = None,
+        mm_processor_kwargs: dict[str, Any] | None = None,
         priority: int = 0,
     ) -> TokenOutput:
         if image_data is not None or video_data is not None or audio_data is not None:
@@ -167,7 +168,7 @@ class HFCPUServer:
             version = self.global_steps
             try:
                 results: list[Generation] = generate_batch(self.model, [w.request for w in batch], self.pad_token_id)
-            except Exception as error:  # every waiting caller gets the error, none hangs
+            except Exception as error:  # noqa: BLE001 - every waiting caller gets the error, none hangs
                 for waiting in batch:
                     if not waiting.done.done():
                         waiting.done.set_exception(error)
@@ -177,7 +178,7 @@ class HFCPUServer:
                 if not waiting.done.done():
                     waiting.done.set_result((result, version))
 
-    async def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: Optional[int]) -> None:
+    async def update_weights(self, state_dict: dict[str, torch.Tensor], global_steps: int | None) -> None:
         """Install the actor's full weights (HF names) and the training step they come from."""
         missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
@@ -294,9 +295,9 @@ class HFCPUServerAdapter(BaseRollout):
     async def update_weights(
         self,
         weights: Generator[tuple[str, torch.Tensor], None, None],
-        global_steps: int = None,
+        global_steps: int | None = None,
         wire_format: str = "named_tensors",
-        peft_config: Optional[dict] = None,
+        peft_config: dict | None = None,
         **kwargs,
     ):
         if wire_format != "named_tensors":

@@ -1,9 +1,9 @@
 """Build the embedded default (warm-started tiny model + chain-sum data) and print the paths.
 
-    python -m skpo_verl.cpu.prepare [--task demo|benchmark] [DIR]   # DIR: ~/.cache/skpo_verl/cpu_tiny
+    python -m skpo_verl.demo.prepare [--task demo|benchmark] [DIR]   # DIR: ~/.cache/skpo_verl/cpu_tiny
 
 Prints shell assignments (MODEL_PATH, TRAIN_FILE, VAL_FILE, REWARD_PATH, REWARD_NAME) so a
-launcher can `eval "$(python -m skpo_verl.cpu.prepare DIR)"`. Everything is built
+launcher can `eval "$(python -m skpo_verl.demo.prepare DIR)"`. Everything is built
 deterministically without a download; what is already built with the same specs is reused.
 
 Two task sizes (`TASKS`), each built in its own sub-folder `DIR/<task>/`:
@@ -25,9 +25,9 @@ import sys
 import time
 from dataclasses import asdict
 
-from skpo_verl.cpu import task
-from skpo_verl.cpu.tiny_model import COMPACT_CHAT_TEMPLATE, TinyModelSpec, build_tiny_model
-from skpo_verl.cpu.warm_start import WarmStartSpec, warm_start
+from skpo_verl.demo import task
+from skpo_verl.demo.tiny_model import COMPACT_CHAT_TEMPLATE, TinyModelSpec, build_tiny_model
+from skpo_verl.demo.warm_start import WarmStartSpec, warm_start
 
 DEFAULT_DIR = os.path.join("~", ".cache", "skpo_verl", "cpu_tiny")
 DEMO_MODEL = TinyModelSpec(chat_template=COMPACT_CHAT_TEMPLATE)
@@ -35,7 +35,7 @@ DEMO_TASK = task.TaskSpec()
 # 600 steps, not fewer: after 300 the model's answers from SKPO's [s, q] barely depended on the
 # segment s it was shown (52% right after a right first step, 41% after a slipped one), so the
 # upstream reward R_I was mostly noise and SKPO's 30-step runs ended at 25%, 31%, 75% and 88%;
-# after 600 they follow s (95% vs 3%, `python -m skpo_verl.cpu.segment_effect --task demo`).
+# after 600 they follow s (95% vs 3%, `python -m skpo_verl.analysis.segment_effect --task demo`).
 DEMO_WARM_START = WarmStartSpec()  # 600 steps
 # name -> (task, warm start)
 TASKS = {
@@ -71,7 +71,7 @@ def build_demo_model(
     started = time.perf_counter()
     losses = warm_start(model, tokenizer, task_spec, warm_start_spec)
     print(
-        f"[skpo_verl.cpu.prepare] warm start: {warm_start_spec.steps} steps in {time.perf_counter() - started:.0f} s, "
+        f"[skpo_verl.demo.prepare] warm start: {warm_start_spec.steps} steps in {time.perf_counter() - started:.0f} s, "
         f"loss {losses[0]:.2f} -> {losses[-1]:.2f}",
         file=sys.stderr,
     )

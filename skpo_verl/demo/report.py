@@ -1,6 +1,6 @@
 """The learning curve of a CPU run, read back from verl's own logged metrics.
 
-    python -m skpo_verl.cpu.report METRICS_JSONL [--out-dir DIR]
+    python -m skpo_verl.demo.report METRICS_JSONL [--out-dir DIR]
 
 `METRICS_JSONL` is what verl's file logger wrote (`trainer.logger=[console,file]`, path from
 `VERL_FILE_LOGGER_PATH`): one JSON line per `Tracking.log` call, `{"step": n, "data": {...}}`.

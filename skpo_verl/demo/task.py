@@ -1,9 +1,9 @@
 """The embedded default task, "chain sums": add a few numbers step by step, end with `Answer: n`.
 
 A prompt such as `Add 3, 5, 4.` is answered by a worked solution, one partial sum per step:
-`3+5=8. 8+4=12.\nAnswer: 12` (the answer on its own line, where the reward looks for it). The answer is judged by the project's own reward
-(`skpo_verl.reward.compute_score`: the `Answer:` line, math-verify equivalence, +1 / -1), so
-the demo exercises the reward every real run uses.
+`3+5=8. 8+4=12.\nAnswer: 12` (the answer on its own line, where the reward looks for it). The
+answer is judged by the project's own reward (`skpo_verl.reward.compute_score`: the `Answer:`
+line, math-verify equivalence, +1 / -1), so the demo exercises the reward every real run uses.
 
 The worked prefix matters: every later step builds on the first partial sum, so a response
 whose first step is wrong ends wrong. That is the situation SKPO is built for: its kept
@@ -42,7 +42,7 @@ class TaskSpec:
         if not 0 < self.val_size < self.max_operand**self.terms:
             raise ValueError(
                 f"TaskSpec.val_size={self.val_size} must leave training problems out of "
-                f"{self.max_operand ** self.terms} operand tuples"
+                f"{self.max_operand**self.terms} operand tuples"
             )
 
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import torch
 
-from skpo_verl.cpu.task import TaskSpec, problems, prompt_text, worked_solution
+from skpo_verl.demo.task import TaskSpec, problems, prompt_text, worked_solution
 
 
 @dataclass(frozen=True)
 class WarmStartSpec:
-    steps: int = 600  # the demo's (skpo_verl.cpu.prepare says why not fewer)
+    steps: int = 600  # the demo's (skpo_verl.demo.prepare says why not fewer)
     batch_size: int = 64
     lr: float = 3e-3
     slip_rate: float = 0.6  # share of solutions whose first partial sum is one too high

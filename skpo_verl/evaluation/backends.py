@@ -21,9 +21,10 @@ prompt, opening the assistant's turn (continual conditioning: the answer continu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol
 
 from skpo_verl.evaluation.protocol import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
@@ -96,7 +97,10 @@ class VllmBackend:
     def complete(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, str]]:
         params = [
             self.vllm.SamplingParams(
-                n=1, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+                n=1,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
                 seed=request.seed,
             )
             for request in requests
@@ -165,20 +169,29 @@ class OpenAIBackend:
         if concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {concurrency}.")
         self.client = openai.OpenAI(
-            base_url=base_url, api_key=os.environ.get(api_key_env) or "EMPTY", max_retries=max_retries, timeout=timeout_s
+            base_url=base_url,
+            api_key=os.environ.get(api_key_env) or "EMPTY",
+            max_retries=max_retries,
+            timeout=timeout_s,
         )
         self.model, self.api, self.concurrency = model, api, concurrency
         self.render = Renderer(load_tokenizer(tokenizer), prompt_format) if api == "completions" else None
 
     def _one(self, request: Request, sampling: Sampling) -> str:
         common = dict(
-            model=self.model, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-            seed=request.seed, n=1,
+            model=self.model,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=request.seed,
+            n=1,
         )
         if self.api == "completions":
             return self.client.completions.create(prompt=self.render(request), **common).choices[0].text
         if request.lead or request.prefix:
-            raise ValueError("--api chat cannot place text before the prompt or open the answer; use --api completions.")
+            raise ValueError(
+                "--api chat cannot place text before the prompt or open the answer; use --api completions."
+            )
         reply = self.client.chat.completions.create(messages=[dict(m) for m in request.messages], **common)
         return reply.choices[0].message.content or ""
 
@@ -193,7 +206,9 @@ class OpenAIBackend:
                     future.cancel()
 
 
-def complete_all(backend: Backend, requests: Sequence[Request], sampling: Sampling, desc: str = "generating") -> list[str]:
+def complete_all(
+    backend: Backend, requests: Sequence[Request], sampling: Sampling, desc: str = "generating"
+) -> list[str]:
     """Every request's text, in request order."""
     from tqdm import tqdm
 
@@ -220,7 +235,9 @@ def add_backend_arguments(parser, prefix: str = "", with_model: bool = True) -> 
     group.add_argument(f"--{prefix}device", help="hf: cpu, cuda, cuda:1 ... (default: cuda when available)")
     group.add_argument(f"--{prefix}base-url", help="openai: e.g. http://127.0.0.1:8000/v1")
     group.add_argument(f"--{prefix}api", choices=("chat", "completions"), default="chat", help="openai endpoint")
-    group.add_argument(f"--{prefix}tokenizer", help="openai --api completions: tokenizer whose chat template renders prompts")
+    group.add_argument(
+        f"--{prefix}tokenizer", help="openai --api completions: tokenizer whose chat template renders prompts"
+    )
     group.add_argument(f"--{prefix}api-key-env", default=DEFAULT_API_KEY_ENV, help="openai: variable holding the key")
     group.add_argument(f"--{prefix}concurrency", type=int, default=8, help="openai: requests in flight")
     group.add_argument(f"--{prefix}max-retries", type=int, default=5, help="openai: retries per request, with backoff")
@@ -241,6 +258,12 @@ def make_backend(args, prefix: str = "", model: str | None = None) -> Backend:
     if not option("base-url"):
         raise ValueError(f"--{prefix}backend openai needs --{prefix}base-url (e.g. http://127.0.0.1:8000/v1).")
     return OpenAIBackend(
-        option("base-url"), model, option("api"), option("tokenizer"), option("prompt-format"), option("api-key-env"),
-        option("concurrency"), option("max-retries"),
+        option("base-url"),
+        model,
+        option("api"),
+        option("tokenizer"),
+        option("prompt-format"),
+        option("api-key-env"),
+        option("concurrency"),
+        option("max-retries"),
     )

@@ -39,7 +39,9 @@ def extract_choice(response: str) -> str | None:
 def judge_choice(response: str, answer_letter: str) -> dict:
     """{"acc": 1.0/0.0, "pred": letter or "", "reason"} in the reward's vocabulary."""
     if answer_letter not in tuple(LETTERS):
-        raise ValueError(f"MMLU-Pro ground truth must be one letter A-J, got {answer_letter!r}; re-run skpo-prepare-data.")
+        raise ValueError(
+            f"MMLU-Pro ground truth must be one letter A-J, got {answer_letter!r}; re-run skpo-prepare-data."
+        )
     choice = extract_choice(response or "")
     if choice is None:
         return {"acc": 0.0, "pred": "", "reason": "no_choice"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 from tqdm import tqdm
@@ -41,7 +41,8 @@ def load_benchmark(data_dir: str, bench: Benchmark) -> pd.DataFrame:
     path = os.path.join(data_dir, f"{bench.data_source}.parquet")
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{path} is missing; write it with `skpo-prepare-data --source {bench.data_source} --output-dir {data_dir}`, "
+            f"{path} is missing; write it with "
+            f"`skpo-prepare-data --source {bench.data_source} --output-dir {data_dir}`, "
             "or leave the benchmark out with --benchmarks."
         )
     return pd.read_parquet(path)
@@ -51,7 +52,7 @@ def generate(
     backend: Backend,
     data_dir: str,
     out_path: str,
-    sampling: Sampling = Sampling(),
+    sampling: Sampling = Sampling(),  # noqa: B008 - a frozen dataclass, safe to share
     benchmarks: Sequence[Benchmark] = BENCHMARKS,
 ) -> int:
     """Append the missing samples to out_path (JSON lines: data_source, index, sample, ground_truth,
@@ -64,10 +65,14 @@ def generate(
             for sample in range(bench.samples):
                 if (row.data_source, index, sample) in done:
                     continue
-                records.append({
-                    "data_source": row.data_source, "index": index, "sample": sample,
-                    "ground_truth": row.reward_model["ground_truth"],
-                })
+                records.append(
+                    {
+                        "data_source": row.data_source,
+                        "index": index,
+                        "sample": sample,
+                        "ground_truth": row.reward_model["ground_truth"],
+                    }
+                )
                 requests.append(Request(messages=tuple(dict(m) for m in row.prompt), seed=sampling.seed + sample))
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path, "a") as out:

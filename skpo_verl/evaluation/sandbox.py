@@ -88,11 +88,24 @@ def run_tests(code: str, tests: dict[str, Any], limits: Limits = Limits()) -> di
     }
     child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
     with tempfile.TemporaryDirectory(prefix="skpo_sandbox_") as workdir:
-        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": workdir,
+            "TMPDIR": workdir,
+            "LANG": "C.UTF-8",
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         process = subprocess.Popen(
-            [sys.executable, "-I", child], cwd=workdir, env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, text=True,
+            [sys.executable, "-I", child],
+            cwd=workdir,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
         )
         try:
             stdout, _ = process.communicate(json.dumps(task), timeout=cpu_s + 10)

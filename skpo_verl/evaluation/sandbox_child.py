@@ -18,17 +18,46 @@ import sys
 # Events that start processes, signal other processes, load native code or open sockets.
 FORBIDDEN_EVENTS = frozenset(
     {
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen",
-        "os.kill", "os.killpg", "ctypes.dlopen", "ctypes.dlsym", "socket.connect", "socket.bind",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "subprocess.Popen",
+        "os.kill",
+        "os.killpg",
+        "ctypes.dlopen",
+        "ctypes.dlsym",
+        "socket.connect",
+        "socket.bind",
     }
 )
 # Events whose path arguments must all lie inside the working directory.
 PATH_EVENTS = frozenset(
     {
-        "os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.symlink", "os.link", "os.truncate", "os.chmod",
-        "os.chown", "os.utime", "os.listxattr", "os.setxattr", "os.removexattr", "shutil.rmtree",
-        "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.copytree", "shutil.move",
-        "shutil.make_archive", "shutil.unpack_archive", "os.chdir",
+        "os.remove",
+        "os.rename",
+        "os.rmdir",
+        "os.mkdir",
+        "os.symlink",
+        "os.link",
+        "os.truncate",
+        "os.chmod",
+        "os.chown",
+        "os.utime",
+        "os.listxattr",
+        "os.setxattr",
+        "os.removexattr",
+        "shutil.rmtree",
+        "shutil.copyfile",
+        "shutil.copymode",
+        "shutil.copystat",
+        "shutil.copytree",
+        "shutil.move",
+        "shutil.make_archive",
+        "shutil.unpack_archive",
+        "os.chdir",
     }
 )
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
@@ -84,7 +113,7 @@ def main() -> None:
     limit_resources(task)
     tester = load_tester(task["tester"])
     results_out = os.fdopen(os.dup(1), "w")
-    sys.stdout = sys.stderr = open(os.devnull, "w")
+    sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - held open for the child's whole life
     signal.signal(signal.SIGALRM, on_alarm)
     sys.addaudithook(write_guard(os.path.realpath(os.getcwd())))
     try:

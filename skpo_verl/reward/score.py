@@ -19,10 +19,10 @@ Timeouts. verl's reward managers call a synchronous reward function through
 i.e. in a worker thread, where math-verify's `signal.alarm` timeout raises. So judging runs in
 a few judge processes (`skpo_verl.reward.judge_pool`; plain `python -c` children, so it works
 the same from a script, `python -c`, `python -`, an interactive session, threads and Ray
-actors): each judgment runs in its process's main thread, where math-verify's own timeout works, and the caller additionally waits at most
-`2 * timeout_s + 5` seconds (sympy can hang inside C code, where no signal is delivered); on
-that guard only that judge process is killed and replaced. Both give -1 with reason "timeout".
-Judge processes never outlive the reward worker that started them.
+actors): each judgment runs in its process's main thread, where math-verify's own timeout works,
+and the caller additionally waits at most `2 * timeout_s + 5` seconds (sympy can hang inside C
+code, where no signal is delivered); on that guard only that judge process is killed and replaced.
+Both give -1 with reason "timeout". Judge processes never outlive the reward worker that started them.
 
 Per answer the function never raises: a wrong, unparseable, oversized or pathological
 answer is -1 with its reason. It raises `JudgesUnavailable` only when judging itself is
@@ -95,7 +95,7 @@ def compute_score(
         return _score(solution_str, ground_truth, extra_info, timeout_s)
     except JudgesUnavailable:
         raise  # judging itself is broken: stop, do not score every answer -1
-    except Exception as error:  # one bad answer must never stop a training step
+    except Exception as error:  # noqa: BLE001 - one bad answer must never stop a training step
         return _result(False, pred="", reason=f"error:{type(error).__name__}")
 
 

@@ -34,8 +34,9 @@ import contextvars
 import logging
 import time
 import zlib
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,7 +53,13 @@ from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
 from skpo_verl.core.split import cut_early_candidate, split_length
 from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME  # noqa: F401 - AGENT_NAME is re-exported
-from skpo_verl.rollout.lengths import CHAT_SEPARATOR, CLAMP_KEY, SKPOLengthError, model_eos_token_ids, model_length_limit
+from skpo_verl.rollout.lengths import (
+    CHAT_SEPARATOR,
+    CLAMP_KEY,
+    SKPOLengthError,
+    model_eos_token_ids,
+    model_length_limit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +85,7 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
     skpo_completion_tokens: int = 0
     # upstream_reward=own_completion: the kept candidate's own completion (q -> s -> rest), which
     # the reward shim judges and turns into skpo_completion_reward. Never stored as a column.
-    _own_completion: Optional[AgentLoopOutput] = PrivateAttr(default=None)
+    _own_completion: AgentLoopOutput | None = PrivateAttr(default=None)
 
     def as_dict(self) -> dict[str, Any]:
         """verl's columns plus the SKPO fields as 0-d tensors, so a batch stacks them into [B] columns."""
@@ -91,7 +98,7 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
 _TORCH_DTYPES = {np.int64: torch.int64, np.float32: torch.float32}
 
 
-assert AGENT_CLASS == f"{__name__}.SKPOAgentLoop"
+assert f"{__name__}.SKPOAgentLoop" == AGENT_CLASS
 _DECLARED = tuple(name for name in SKPOAgentLoopOutput.model_fields if name.startswith("skpo_"))
 assert set(_DECLARED) == set(rows.ROLLOUT_FIELDS), f"row contract {tuple(rows.ROLLOUT_FIELDS)} != {_DECLARED}"
 
@@ -122,7 +129,7 @@ class RolloutSetup:
     group_size: int
     prompt_length: int
     response_length: int
-    max_model_len: Optional[int]
+    max_model_len: int | None
     max_model_len_source: str
     eos_token_ids: frozenset
 
@@ -209,7 +216,7 @@ class SKPOAgentLoop(AgentLoopBase):
     """SKPO's two-phase rollout; a fresh instance per session (verl instantiates one per run)."""
 
     # Sessions of one prompt being rolled out in this worker's event loop, by uid.
-    _groups: dict[str, _PromptGroup] = {}
+    _groups: ClassVar[dict[str, _PromptGroup]] = {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -289,7 +296,9 @@ class SKPOAgentLoop(AgentLoopBase):
                 self._candidates(uid, prompt_ids, t_q, sampling_params, priority), self.segment_timeout_s
             )
         except asyncio.TimeoutError:
-            raise SKPORolloutError(f"prompt uid={uid}: candidates not done after {self.segment_timeout_s:g} s") from None
+            raise SKPORolloutError(
+                f"prompt uid={uid}: candidates not done after {self.segment_timeout_s:g} s"
+            ) from None
         ended = [self._ended(candidate.token_ids, t_q) for candidate in candidates]
         kept_lengths = [cut_early_candidate(len(c.token_ids), t_q, e) for c, e in zip(candidates, ended)]
         nlls = [mean_nll(candidate.log_probs[:keep]) for candidate, keep in zip(candidates, kept_lengths)]
@@ -397,7 +406,8 @@ class SKPOAgentLoop(AgentLoopBase):
         raise SKPOLengthError(
             f"downstream prompt of {prompt_tokens} tokens plus an answer of {budget} exceeds "
             f"{setup.max_model_len_source}={setup.max_model_len}; the server would cut the answer short. "
-            f"skpo_verl.rollout.lengths.check_lengths(config) gives the worst case; {CLAMP_KEY}=true caps answers instead."
+            "skpo_verl.rollout.lengths.check_lengths(config) gives the worst case; "
+            f"{CLAMP_KEY}=true caps answers instead."
         )
 
     async def _segment_in_user_turn(self, messages: list[dict], segment_ids: list[int]) -> list[int]:
@@ -413,8 +423,10 @@ class SKPOAgentLoop(AgentLoopBase):
             None, lambda: list(self.continuous_token_builder.build_initial_tokens(rewritten))
         )
 
-    async def _complete_candidate(self, uid, prompt_ids, segment: KeptSegment, sampling_params, priority) -> TokenOutput:
-        """"w/o MC": the kept candidate generated on to its end, q -> s -> rest, as one ordinary response.
+    async def _complete_candidate(
+        self, uid, prompt_ids, segment: KeptSegment, sampling_params, priority
+    ) -> TokenOutput:
+        """ "w/o MC": the kept candidate generated on to its end, q -> s -> rest, as one ordinary response.
 
         A candidate that ended within t_q is already complete (its segment is its first half);
         otherwise s is the whole candidate and the rest is generated from [q, s], so that s +

@@ -131,7 +131,12 @@ def check_lengths(config: Any) -> LengthBudget:
             logger.warning(
                 "%s=true: answers after the longest [s, q] (%d tokens) get %d of response_length %d tokens "
                 "(%s=%d); shorter [s, q] leave more.",
-                CLAMP_KEY, worst_prompt, min_answer_length, response_length, model_len_key, model_len,
+                CLAMP_KEY,
+                worst_prompt,
+                min_answer_length,
+                response_length,
+                model_len_key,
+                model_len,
             )
     elif model_len is not None and max_sequence > model_len:
         problems.append(

@@ -9,7 +9,7 @@ trackers. The V1 trainer shim (`skpo_verl.patches.trainer_v1`) calls
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,12 +24,12 @@ def compute_skpo_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
     config: Any = None,
-    index: Optional[np.ndarray] = None,
-    skpo_rows: Optional[SKPORows] = None,
-    skpo_state: Optional[SKPOState] = None,
+    index: np.ndarray | None = None,
+    skpo_rows: SKPORows | None = None,
+    skpo_state: SKPOState | None = None,
     global_step: int = 0,
-    metrics: Optional[dict] = None,
-    logprob_divergences: Optional[dict] = None,
+    metrics: dict | None = None,
+    logprob_divergences: dict | None = None,
     **unused: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
@@ -101,7 +101,9 @@ def _one_observation_per_prompt(keys, rewards, lengths):
     seen: dict = {}
     for key, reward, length in zip(keys, rewards, lengths):
         seen.setdefault(key, []).append((reward, length))
-    return [(key, float(np.mean([r for r, _ in obs])), float(np.mean([n for _, n in obs]))) for key, obs in seen.items()]
+    return [
+        (key, float(np.mean([r for r, _ in obs])), float(np.mean([n for _, n in obs]))) for key, obs in seen.items()
+    ]
 
 
 def _check_groups(up_groups: np.ndarray, down_groups: np.ndarray) -> None:
@@ -138,7 +140,9 @@ def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> n
 def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, state, up_keys) -> dict:
     down_groups = rows.groups[down]
     down_rewards = rewards[down]
-    zero_groups = [np.all(down_rewards[down_groups == g] == down_rewards[down_groups == g][0]) for g in set(down_groups)]
+    zero_groups = [
+        np.all(down_rewards[down_groups == g] == down_rewards[down_groups == g][0]) for g in set(down_groups)
+    ]
     raw_up_adv = up_rewards - baselines
     out = {
         "skpo/upstream/reward_mean": _mean(up_rewards),

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 import torch
 
@@ -29,7 +29,7 @@ class MicroBatchRoles:
     loss: LossConfig
 
 
-_current: contextvars.ContextVar[Optional[MicroBatchRoles]] = contextvars.ContextVar("skpo_roles", default=None)
+_current: contextvars.ContextVar[MicroBatchRoles | None] = contextvars.ContextVar("skpo_roles", default=None)
 
 
 @contextlib.contextmanager
@@ -48,7 +48,7 @@ def skpo_policy_loss(
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
     config=None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
+    rollout_is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Upstream PPO-clip (per-sequence mean) + downstream clipped-IS (token sum), weighted.
 

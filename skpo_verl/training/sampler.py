@@ -8,7 +8,7 @@ RandomSampler; the tracker it reads is SKPO's value tracker, restored from
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from torch.utils.data import Sampler
 
