@@ -28,9 +28,7 @@ Wrapping the base class covers `AgentLoopWorkerTQ`, which inherits both methods.
 
 from __future__ import annotations
 
-import functools
-import inspect
-
+from skpo_verl.patches.wrapping import wrap
 from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME
 from skpo_verl.verl_version import require_verl_version
 
@@ -39,21 +37,9 @@ def install(agent_loop_module) -> None:
     """Post-import hook on verl.experimental.agent_loop.agent_loop."""
     require_verl_version("agent_loop")
     worker_cls = agent_loop_module.AgentLoopWorker
-    _wrap_once(worker_cls, "_run_agent_loop", ["self", "sampling_params", "trajectory"], _flag_validation)
-    _wrap_once(worker_cls, "_compute_score", ["self", "outputs", "kwargs"], _score_each_answer_alone)
+    wrap(worker_cls, "_run_agent_loop", ["self", "sampling_params", "trajectory"], _flag_validation)
+    wrap(worker_cls, "_compute_score", ["self", "outputs", "kwargs"], _score_each_answer_alone)
     agent_loop_module._agent_loop_registry[AGENT_NAME] = {"_target_": AGENT_CLASS}
-
-
-def _wrap_once(cls, name: str, expected_parameters: list[str], make_wrapper) -> None:
-    original = getattr(cls, name)
-    if getattr(original, "__skpo_wrapped__", False):
-        return
-    parameters = list(inspect.signature(original).parameters)
-    if parameters[: len(expected_parameters)] != expected_parameters:
-        raise RuntimeError(f"AgentLoopWorker.{name}{parameters} is not the signature skpo_verl adapts")
-    wrapper = functools.wraps(original)(make_wrapper(original))
-    wrapper.__skpo_wrapped__ = True
-    setattr(cls, name, wrapper)
 
 
 def _flag_validation(original):

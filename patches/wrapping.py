@@ -1,0 +1,44 @@
+"""The one way a shim replaces a verl function or method: `wrap(owner, name, parameters, make_wrapper)`.
+
+`owner` is the class or module that holds `name` in verl 0.9.1; `parameters` are the leading
+parameter names the shim relies on (checked against the real signature, so a verl release that
+reorders or renames them fails at install, naming the function, instead of mid-run);
+`make_wrapper(original)` returns the replacement, which calls `original` itself. A second call
+for the same attribute does nothing (hooks may run in a process that already installed them).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+
+_MARK = "__skpo_wrapped__"
+
+
+def wrap(owner, name: str, parameters: Sequence[str], make_wrapper: Callable[[Callable], Callable]) -> None:
+    """Replace `owner.name` by `make_wrapper(original)`, once, after checking its leading parameters."""
+    original = getattr(owner, name)
+    if getattr(original, _MARK, False):
+        return
+    check_parameters(owner, name, parameters)
+    wrapper = functools.wraps(original)(make_wrapper(original))
+    setattr(wrapper, _MARK, True)
+    setattr(owner, name, wrapper)
+
+
+def check_parameters(owner, name: str, parameters: Sequence[str]) -> None:
+    """Raise unless `owner.name` takes `parameters` first, in that order."""
+    found = list(inspect.signature(getattr(owner, name)).parameters)
+    if found[: len(parameters)] != list(parameters):
+        owner_name = getattr(owner, "__qualname__", getattr(owner, "__name__", owner))
+        raise RuntimeError(
+            f"{getattr(owner, '__module__', '')}.{owner_name}.{name}({', '.join(found)}) is not the signature "
+            f"skpo_verl adapts (expected it to start with {', '.join(parameters)}); this verl is not the version "
+            "the shim was written for."
+        )
+
+
+def is_wrapped(function) -> bool:
+    """Whether `function` is a wrapper installed by `wrap`."""
+    return bool(getattr(function, _MARK, False))
