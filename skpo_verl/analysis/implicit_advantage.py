@@ -1,14 +1,28 @@
-"""Sec. 4.3: implicit advantage. Are one checkpoint's intermediate states better than another's
-at equal final correctness?
+"""Sec. 4.3, Fig. 4: implicit advantage. Along each method's correct responses, whose intermediate
+states lead an outside model to the right answer more often than the other methods' do?
 
-For two checkpoints A and B: K responses per problem from each, graded. Matching: for each
-problem and final correctness (right / wrong), the first min(n_A, n_B) responses of each
-checkpoint are kept, so both sides hold the same number of right and of wrong responses per
-problem. For every kept response and every position bin (default 0-20%, ..., 80-100%), a cut
-point is drawn uniformly inside the bin; a continuation model (an OpenAI-compatible endpoint,
-as the paper used an external model, or a local one) continues q + prefix M times (continual
-conditioning) and the Monte Carlo success is the fraction of right continuations. Rows give
-the mean MC success per checkpoint, final correctness and bin; `difference` rows give B - A.
+Inputs: one generations file per method (`skpo-evaluate generate` output: data_source, index,
+sample, ground_truth, response), the benchmark parquets for the problem texts, the methods'
+tokenizer, and an evaluator model behind any backend (the paper: an external chat model).
+
+1. Every response is judged with the benchmark's grader; only the correct ones are kept
+   (optionally at most `responses_per_problem` per method and problem, the first by sample).
+2. Each kept response is cut at P relative token positions, k/P for k = 1..P (the last cut is the
+   whole response), with the methods' tokenizer (conditioning.token_cut).
+3. At each cut the evaluator continues K times. `instruction` (default, as the paper ran it: chat
+   APIs offer no raw completion): one user message holding the problem and the partial solution
+   and the instruction to continue exactly where it stops without repeating any work
+   (`continuation_message`). `raw`: the problem's own prompt with the partial solution opening
+   the answer (continual conditioning; the paper's "ideal", needing a completions endpoint and
+   the evaluator's tokenizer). The partial solution followed by the continuation is graded.
+4. R = the fraction of the K continuations graded right, per response and cut; a method's R at a
+   (problem, position) is the mean over its kept responses to that problem.
+5. Per problem and position, across the methods present there (at least two):
+   Â_m = (R_m - mean_m R) / std_m R, population std (the methods are the whole population); all 0
+   when every R is equal.
+6. The curve: mean Â over problems per method and position, with a seeded 95% bootstrap band over
+   problems (evaluation/uncertainty.py). Read it comparatively, as the paper warns: Â says which
+   method's states the evaluator finishes best, not how good a state is.
 """
 
 from __future__ import annotations
@@ -18,103 +32,174 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from skpo_verl.analysis.conditioning import answer_text, conditioned, cut, judge
+from skpo_verl.analysis.conditioning import answer_text, conditioned, judge, token_cut
 from skpo_verl.evaluation.backends import Backend, Request, Sampling, complete_all
+from skpo_verl.evaluation.scoring import judge_all
+from skpo_verl.evaluation.uncertainty import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_REPLICATES,
+    benchmark_rng,
+    percentile_interval,
+    replicate_weights,
+)
 
-DEFAULT_BINS = ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 1.0))
+CONTINUATION_MODES = ("instruction", "raw")
+DEFAULT_POSITIONS = 100
+DEFAULT_CONTINUATIONS = 8
 
 
-def sample_responses(backend: Backend, problems: pd.DataFrame, per_problem: int, sampling: Sampling) -> pd.DataFrame:
-    """K graded responses per problem: columns problem, sample, response, correct."""
-    requests, keys = [], []
-    for problem, prompt in enumerate(problems["prompt"]):
-        for sample in range(per_problem):
-            keys.append((problem, sample))
-            requests.append(Request(messages=tuple(dict(m) for m in prompt), seed=sampling.seed + len(requests)))
-    texts = complete_all(backend, requests, sampling, desc="responses")
+def continuation_message(problem: str, partial_solution: str) -> str:
+    """The instruction-style prompt (our wording of the paper's Appendix D)."""
+    return (
+        "Below are a math problem and the first part of a solution to it, written by someone else.\n"
+        "Carry on from exactly the point where the partial solution stops, as if you had written it: "
+        "do not restate the problem, do not repeat or redo any step that is already there, and do not "
+        "start over. Finish the reasoning and give the final answer in \\boxed{}.\n\n"
+        f"## Problem\n{problem}\n\n## Partial solution\n{partial_solution}"
+    )
+
+
+def problem_text(prompt: Sequence[dict]) -> str:
+    """The text of the prompt's last user turn: the problem as the methods saw it."""
+    users = [message["content"] for message in prompt if message.get("role") == "user"]
+    if not users:
+        raise ValueError(f"prompt {list(prompt)!r} has no user turn to take the problem from.")
+    return str(users[-1])
+
+
+def correct_responses(generations: dict[str, list[dict]], responses_per_problem: int | None = None) -> pd.DataFrame:
+    """{method: generations} -> the correct ones: method, data_source, index, sample, ground_truth, response."""
+    kept = []
+    for method, samples in generations.items():
+        right = judge_all(samples)
+        frame = pd.DataFrame(samples).assign(method=method, correct=right)
+        frame = frame[frame["correct"] == 1.0].sort_values(["data_source", "index", "sample"])
+        if responses_per_problem is not None:
+            frame = frame.groupby(["data_source", "index"], sort=False).head(responses_per_problem)
+        kept.append(frame)
+    columns = ["method", "data_source", "index", "sample", "ground_truth", "response"]
+    return pd.concat(kept, ignore_index=True)[columns] if kept else pd.DataFrame(columns=columns)
+
+
+def prefix_requests(
+    responses: pd.DataFrame,
+    prompts: dict[tuple[str, int], Sequence[dict]],
+    tokenizer,
+    positions: int,
+    continuations: int,
+    mode: str,
+    seed: int,
+) -> tuple[pd.DataFrame, list[Request]]:
+    """One row per (response, cut) and K requests per row, in row order."""
+    if mode not in CONTINUATION_MODES:
+        raise ValueError(f"--continuation-mode {mode!r}: choose one of {', '.join(CONTINUATION_MODES)}.")
+    rows, requests = [], []
+    for item in responses.itertuples(index=False):
+        prompt = prompts[(item.data_source, int(item.index))]
+        for k in range(1, positions + 1):
+            prefix, tokens = token_cut(item.response, k / positions, tokenizer)
+            rows.append(
+                {
+                    "method": item.method,
+                    "data_source": item.data_source,
+                    "index": int(item.index),
+                    "sample": int(item.sample),
+                    "ground_truth": item.ground_truth,
+                    "position": k / positions,
+                    "prefix_tokens": tokens,
+                    "prefix": prefix,
+                }
+            )
+            for _ in range(continuations):
+                request_seed = seed + len(requests)
+                if mode == "instruction":
+                    message = {"role": "user", "content": continuation_message(problem_text(prompt), prefix)}
+                    requests.append(Request(messages=(message,), seed=request_seed))
+                else:
+                    requests.append(conditioned(prompt, prefix, "continual", request_seed))
+    return pd.DataFrame(rows), requests
+
+
+def success_rates(prefixes: pd.DataFrame, texts: list[str], continuations: int) -> pd.DataFrame:
+    """prefixes + `success`: the fraction of each cut's K continuations graded right (prefix + continuation)."""
+    rewards = []
+    for row_number, row in enumerate(prefixes.itertuples(index=False)):
+        for text in texts[row_number * continuations : (row_number + 1) * continuations]:
+            reward, _ = judge(row.data_source, answer_text(row.prefix, text, "continual"), row.ground_truth)
+            rewards.append(reward)
+    success = np.asarray(rewards, dtype=float).reshape(len(prefixes), continuations).mean(axis=1)
+    return prefixes.drop(columns=["prefix", "ground_truth"]).assign(success=success)
+
+
+def normalised_advantages(per_prefix: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, position) across methods: R_m = mean success of method m's responses there,
+    Â_m = (R_m - mean R) / std R (population std; 0 when all R are equal). Cells with one method are dropped."""
+    cells = (
+        per_prefix.groupby(["data_source", "index", "position", "method"], sort=True)
+        .agg(responses=("success", "size"), success_rate=("success", "mean"))
+        .reset_index()
+    )
+    by_cell = cells.groupby(["data_source", "index", "position"])["success_rate"]
+    mean, methods = by_cell.transform("mean"), by_cell.transform("size")
+    spread = by_cell.transform(lambda rates: rates.std(ddof=0))
+    spread = spread.where(spread > 1e-12)
+    cells["advantage"] = ((cells["success_rate"] - mean) / spread).fillna(0.0)
+    return cells[methods >= 2].reset_index(drop=True)
+
+
+def advantage_curve(
+    cells: pd.DataFrame,
+    seed: int = 0,
+    replicates: int = DEFAULT_REPLICATES,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> pd.DataFrame:
+    """Per method and position: mean Â over problems and its bootstrap interval (problems resampled, seeded)."""
     rows = []
-    for (problem, sample), text in zip(keys, texts):
-        row = problems.iloc[problem]
-        correct, _ = judge(row["data_source"], text, row["reward_model"]["ground_truth"])
-        rows.append({"problem": problem, "sample": sample, "response": text, "correct": correct})
-    return pd.DataFrame(rows)
-
-
-def match_on_correctness(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (problem, correct): the first min(n_a, n_b) responses of each side."""
-    kept_a, kept_b = [], []
-    for key, group_a in a.groupby(["problem", "correct"], sort=True):
-        group_b = b[(b["problem"] == key[0]) & (b["correct"] == key[1])]
-        count = min(len(group_a), len(group_b))
-        kept_a.append(group_a.head(count))
-        kept_b.append(group_b.head(count))
-    empty = a.iloc[0:0]
-    return pd.concat(kept_a or [empty]), pd.concat(kept_b or [empty])
+    for method, group in cells.groupby("method", sort=False):
+        table = group.pivot_table(index=["data_source", "index"], columns="position", values="advantage")
+        values = table.to_numpy()
+        present = ~np.isnan(values)
+        # A method may lack a position of a problem (no cell there): each resample's mean is over the
+        # problems it drew that have one.
+        draws = replicate_weights(len(values), replicates, benchmark_rng(seed, method))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            low, high = percentile_interval((draws @ np.nan_to_num(values)) / (draws @ present), confidence)
+        for column, position in enumerate(table.columns):
+            rows.append(
+                {
+                    "method": method,
+                    "position": float(position),
+                    "mean_advantage": float(np.nanmean(values[:, column])),
+                    "ci_low": float(low[column]),
+                    "ci_high": float(high[column]),
+                    "problems": int(present[:, column].sum()),
+                }
+            )
+    return pd.DataFrame(rows, columns=["method", "position", "mean_advantage", "ci_low", "ci_high", "problems"])
 
 
 def run_implicit_advantage(
-    responses: dict[str, pd.DataFrame],
-    problems: pd.DataFrame,
-    continuation_backend: Backend,
+    generations: dict[str, list[dict]],
+    prompts: dict[tuple[str, int], Sequence[dict]],
+    tokenizer,
+    evaluator: Backend,
     sampling: Sampling,
-    continuations: int = 8,
-    bins: Sequence[tuple[float, float]] = DEFAULT_BINS,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """responses: {checkpoint name: matched responses}. Returns (summary, one row per prefix)."""
-    rng = np.random.default_rng(sampling.seed)
-    keys, requests = [], []
-    for name, frame in responses.items():
-        for item in frame.itertuples():
-            for low, high in bins:
-                prefix = cut(item.response, float(rng.uniform(low, high)))
-                prompt = problems.iloc[item.problem]["prompt"]
-                for _ in range(continuations):
-                    keys.append((name, item.problem, item.sample, item.correct, f"{low:.0%}-{high:.0%}", prefix))
-                    requests.append(conditioned(prompt, prefix, "continual", sampling.seed + len(requests)))
-    texts = complete_all(continuation_backend, requests, sampling, desc="continuations")
-    rewards = []
-    for (name, problem, sample, correct, label, prefix), text in zip(keys, texts):
-        row = problems.iloc[problem]
-        reward, _ = judge(
-            row["data_source"], answer_text(prefix, text, "continual"), row["reward_model"]["ground_truth"]
-        )
-        rewards.append(
-            {
-                "checkpoint": name,
-                "problem": problem,
-                "sample": sample,
-                "final_correct": correct,
-                "bin": label,
-                "prefix_chars": len(prefix),
-                "reward": reward,
-            }
-        )
-    per_prefix = (
-        pd.DataFrame(
-            rewards, columns=["checkpoint", "problem", "sample", "final_correct", "bin", "prefix_chars", "reward"]
-        )
-        .groupby(["checkpoint", "problem", "sample", "final_correct", "bin", "prefix_chars"], sort=False)["reward"]
-        .mean()
-        .rename("mc_success")
-        .reset_index()
-    )
-    summary = (
-        per_prefix.groupby(["checkpoint", "final_correct", "bin"], sort=False)["mc_success"]
-        .agg(
-            responses="size",
-            mc_success="mean",
-            std_error=lambda x: float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan"),
-        )
-        .reset_index()
-    )
-    return _with_difference(summary, list(responses)), per_prefix
-
-
-def _with_difference(summary: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """Append rows checkpoint="B - A": the second checkpoint's mc_success minus the first's."""
-    if len(names) != 2 or summary.empty:
-        return summary
-    first, second = (summary[summary["checkpoint"] == n].set_index(["final_correct", "bin"]) for n in names)
-    diff = (second["mc_success"] - first["mc_success"]).dropna().rename("mc_success").reset_index()
-    diff.insert(0, "checkpoint", f"{names[1]} - {names[0]}")
-    return pd.concat([summary, diff], ignore_index=True)
+    positions: int = DEFAULT_POSITIONS,
+    continuations: int = DEFAULT_CONTINUATIONS,
+    mode: str = "instruction",
+    responses_per_problem: int | None = None,
+    replicates: int = DEFAULT_REPLICATES,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(curve per method and position, cells per problem x position x method, one row per cut)."""
+    if len(generations) < 2:
+        raise ValueError("implicit advantage compares methods: give at least two (--method NAME=GENERATIONS ...).")
+    responses = correct_responses(generations, responses_per_problem)
+    if responses.empty:
+        raise ValueError("no method has a correct response; nothing to cut.")
+    prefixes, requests = prefix_requests(responses, prompts, tokenizer, positions, continuations, mode, sampling.seed)
+    texts = complete_all(evaluator, requests, sampling, desc="continuations")
+    per_prefix = success_rates(prefixes, texts, continuations)
+    cells = normalised_advantages(per_prefix)
+    if cells.empty:
+        raise ValueError("no problem has correct responses from two methods; the methods cannot be compared.")
+    return advantage_curve(cells, sampling.seed, replicates), cells, per_prefix
