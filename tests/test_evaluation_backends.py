@@ -28,7 +28,7 @@ RAW_FILES = {
 # Two problems survive in every fixture but OlympiadBench's (three): 2 x 32 for each AIME, 3 samples for the others.
 ALL_SAMPLES = 2 * 32 * 2 + 2 * 3 * 5 + 3 * 3
 # One method per table, so every cell is its column's best and bold.
-ZERO_ROW = "| {method} | " + " | ".join(["**0.0**"] * 9) + " |"
+ZERO_ROW = "| {method} | " + " | ".join(["**0.0** [0.0, 0.0]"] * 9) + " |"
 
 
 @pytest.fixture(scope="module")

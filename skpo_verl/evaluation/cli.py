@@ -6,9 +6,14 @@
     skpo-evaluate score --generations gen.jsonl --base-model Llama-3.2-3B-Instruct --method SKPO \\
         --results results.json                                                            # CPU
     skpo-evaluate render --results results.json --out-dir tables/                         # CPU
+    skpo-evaluate render --results results.json --compare GRPO SKPO                       # B - A, paired
 
-`score` adds (or replaces) one row of the results file and re-renders the tables; `render`
-only re-renders from the results file.
+`score` adds (or replaces) one row of the results file, with each problem's count of right
+answers, and re-renders the tables; `render` only re-renders from the results file. Tables
+carry avg@k, unbiased pass@k and seeded 95% bootstrap intervals over problems;
+`render --compare A B` writes B − A per benchmark with a paired bootstrap interval, A and B
+being entries of --results (METHOD or BASE_MODEL/METHOD) or two results files (every entry
+the two share, matched by base model and method).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from skpo_verl.evaluation.protocol import (
     DEFAULT_TOP_P,
     benchmark,
 )
+from skpo_verl.evaluation.uncertainty import DEFAULT_REPLICATES
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
@@ -64,10 +70,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     score.add_argument("--results", required=True, help="results JSON file (created if missing)")
     score.add_argument("--out-dir", help="where to render the tables (default: next to --results)")
 
-    render = commands.add_parser("render", help="re-render the tables from a results file")
-    render.add_argument("--results", required=True)
-    render.add_argument("--out-dir", help="default: next to --results")
+    add_uncertainty_arguments(score)
+
+    render = commands.add_parser("render", help="re-render the tables from a results file; compare two runs")
+    render.add_argument("--results", help="results JSON file (needed unless --compare names two files)")
+    render.add_argument("--out-dir", help="default: next to --results (or next to the first compared file)")
+    render.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="write B − A (compare.md, compare.csv): entries METHOD or BASE_MODEL/METHOD of --results, "
+        "or two results files",
+    )
+    add_uncertainty_arguments(render)
     return parser.parse_args(argv)
+
+
+def add_uncertainty_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("intervals (docs/evaluation.md, Uncertainty)")
+    group.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resamples")
+    group.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="bootstrap resamples")
+    group.add_argument("--pass-k", type=int, help="k of pass@k for every benchmark (default: its sample count)")
+
+
+def uncertainty_from(args: argparse.Namespace) -> table.Uncertainty:
+    if args.replicates < 1:
+        raise ValueError(f"--replicates must be >= 1, got {args.replicates}.")
+    if args.pass_k is not None and args.pass_k < 1:
+        raise ValueError(f"--pass-k must be >= 1, got {args.pass_k}.")
+    return table.Uncertainty(seed=args.bootstrap_seed, replicates=args.replicates, pass_k=args.pass_k)
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -78,17 +109,55 @@ def run_generate(args: argparse.Namespace) -> None:
 
 def run_score(args: argparse.Namespace) -> None:
     generations = scoring.read_generations(args.generations)
-    scores = scoring.avg_at_k(generations, scoring.judge_all(generations))
+    counts = scoring.correct_counts(generations, scoring.judge_all(generations))
     results = table.load_results(args.results) if os.path.exists(args.results) else {"entries": []}
-    table.add_entry(results, args.base_model, args.method, scores)
+    table.add_entry(results, args.base_model, args.method, scoring.scores_from_counts(counts), counts)
     table.save_results(results, args.results)
+    args.compare = None
     run_render(args)
 
 
 def run_render(args: argparse.Namespace) -> None:
+    uncertainty = uncertainty_from(args)
+    if args.compare:
+        run_compare(args, uncertainty)
+        return
+    if not args.results:
+        raise ValueError("render needs --results RESULTS.json (or --compare with two results files).")
     out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
-    paths = table.write_all(table.load_results(args.results), out_dir)
+    paths = table.write_all(table.load_results(args.results), out_dir, uncertainty)
     print("\n".join(paths.values()))
+
+
+def run_compare(args: argparse.Namespace, uncertainty: table.Uncertainty) -> None:
+    first, second = args.compare
+    if first.endswith(".json") and second.endswith(".json"):
+        runs = [table.load_results(first), table.load_results(second)]
+        keys = [(e["base_model"], e["method"]) for e in runs[0]["entries"]]
+        shared = [key for key in keys if key in {(e["base_model"], e["method"]) for e in runs[1]["entries"]}]
+        if not shared:
+            raise ValueError(f"{first} and {second} share no (base model, method) entry to compare.")
+        pairs = []
+        for base, method in shared:
+            a, b = (table.find_entries(run, f"{base}/{method}")[0] for run in runs)
+            pairs.append((f"{first}: {base}/{method}", f"{second}: {base}/{method}", a, b))
+        out_dir = args.out_dir or os.path.dirname(os.path.abspath(first))
+    else:
+        if not args.results:
+            raise ValueError("--compare METHOD METHOD reads the entries from --results RESULTS.json.")
+        results = table.load_results(args.results)
+        a, b = (table.find_entries(results, selector)[0] for selector in (first, second))
+        pairs = [(first, second, a, b)]
+        out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.results))
+    compared = [(label_a, label_b, table.compare_entries(a, b, uncertainty)) for label_a, label_b, a, b in pairs]
+    os.makedirs(out_dir, exist_ok=True)
+    markdown = table.render_comparison(compared, uncertainty)
+    paths = [os.path.join(out_dir, "compare.md"), os.path.join(out_dir, "compare.csv")]
+    with open(paths[0], "w") as handle:
+        handle.write(markdown)
+    with open(paths[1], "w") as handle:
+        handle.write(table.comparison_csv(compared))
+    print(markdown + "\n".join(paths))
 
 
 def main(argv: list[str] | None = None) -> int:

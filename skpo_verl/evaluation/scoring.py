@@ -3,7 +3,8 @@
 
 Generations file: JSON lines `{"data_source", "index", "ground_truth", "response"}`, one per
 sample (written by `generate.py`, or by any other generator). avg@k of a benchmark =
-100 x mean over problems of the fraction of that problem's k samples judged correct.
+100 x mean over problems of the fraction of that problem's k samples judged correct; the
+per-problem counts are kept too, for pass@k and the intervals (uncertainty.py, table.py).
 """
 
 from __future__ import annotations
@@ -47,15 +48,19 @@ def judge_one(data_source: str, response: str, ground_truth) -> dict:
     return compute_score(data_source, response, ground_truth)
 
 
-def avg_at_k(generations: Iterable[dict], correct: Iterable[float], samples: dict[str, int] | None = None) -> dict:
-    """{data_source: avg@k in percent}. Every problem must have exactly k samples.
+def correct_counts(
+    generations: Iterable[dict], correct: Iterable[float], samples: dict[str, int] | None = None
+) -> dict[str, dict]:
+    """{data_source: {"samples": k, "correct": {index: right answers among the problem's k}}}.
 
-    samples: k per data_source; defaults to the paper's protocol (protocol.BENCHMARKS).
+    Every problem must have exactly k samples. samples: k per data_source; defaults to the
+    paper's protocol (protocol.BENCHMARKS). The counts are what the tables' pass@k and bootstrap
+    intervals are computed from (uncertainty.py).
     """
     per_problem: dict[str, dict[object, list[float]]] = defaultdict(lambda: defaultdict(list))
     for sample, value in zip(generations, correct, strict=True):
         per_problem[sample["data_source"]][sample["index"]].append(value)
-    scores = {}
+    counts = {}
     for data_source, problems in per_problem.items():
         k = (samples or {}).get(data_source) or benchmark(data_source).samples
         short = {index: len(values) for index, values in problems.items() if len(values) != k}
@@ -64,5 +69,20 @@ def avg_at_k(generations: Iterable[dict], correct: Iterable[float], samples: dic
                 f"{data_source}: avg@{k} needs {k} samples per problem, but problems {dict(list(short.items())[:5])} "
                 f"have other counts; regenerate them (skpo-evaluate generate) before scoring."
             )
-        scores[data_source] = 100.0 * sum(sum(values) / k for values in problems.values()) / len(problems)
-    return scores
+        counts[data_source] = {
+            "samples": k,
+            "correct": {str(index): int(sum(values)) for index, values in sorted(problems.items())},
+        }
+    return counts
+
+
+def avg_at_k(generations: Iterable[dict], correct: Iterable[float], samples: dict[str, int] | None = None) -> dict:
+    """{data_source: avg@k in percent} = 100 x mean over problems of (right answers / k)."""
+    return scores_from_counts(correct_counts(generations, correct, samples))
+
+
+def scores_from_counts(counts: dict[str, dict]) -> dict[str, float]:
+    return {
+        data_source: 100.0 * sum(entry["correct"].values()) / (entry["samples"] * len(entry["correct"]))
+        for data_source, entry in counts.items()
+    }
