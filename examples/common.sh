@@ -127,13 +127,20 @@ add_baseline_settings() {
       add actor_rollout_ref.actor.clip_ratio_low=0.0003 actor_rollout_ref.actor.clip_ratio_high=0.0004
       add actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-mean ;;
     dapo)
+      # The overlong buffer is DAPO's share of the response budget: 4096 of 20480 tokens (1/5) in the DAPO
+      # recipe's run_dapo_qwen2.5_32b.sh, so 614 of our 3072. DAPO_OVERLONG_BUFFER overrides it.
+      local overlong_buffer=${DAPO_OVERLONG_BUFFER:-$((MAX_RESPONSE_LENGTH / 5))}
       add actor_rollout_ref.actor.policy_loss.loss_mode=vanilla
       add actor_rollout_ref.actor.clip_ratio_low=0.2 actor_rollout_ref.actor.clip_ratio_high=0.28
+      # The SKPO paper's DAPO baseline has "explicit entropy regularization" (Appendix B) without a value; 0.001 is
+      # verl's own entropy_coeff default of that time (docs/reproduction.md, Baselines, gives the sources).
+      # DAPO_ENTROPY_COEFF=0 runs DAPO as its authors' recipe does, with no entropy term.
+      add actor_rollout_ref.actor.entropy_coeff="${DAPO_ENTROPY_COEFF:-0.001}"
       add algorithm.filter_groups.enable=True algorithm.filter_groups.metric=acc
       add reward.reward_manager.name=dapo
       add +reward.reward_kwargs.max_resp_len="$MAX_RESPONSE_LENGTH"
       add +reward.reward_kwargs.overlong_buffer_cfg.enable=True
-      add +reward.reward_kwargs.overlong_buffer_cfg.len=512
+      add +reward.reward_kwargs.overlong_buffer_cfg.len="$overlong_buffer"
       add +reward.reward_kwargs.overlong_buffer_cfg.penalty_factor=1.0
       add +reward.reward_kwargs.overlong_buffer_cfg.log=False ;;
     cispo)

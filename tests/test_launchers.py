@@ -114,7 +114,13 @@ def test_paper_launchers_carry_the_papers_settings(name):
     assert actor.fsdp_config.dtype == "bfloat16"
     assert config.data.max_response_length == 3072
     assert config.trainer.total_training_steps == 500
-    assert (config.algorithm.use_kl_in_reward, actor.use_kl_loss, actor.entropy_coeff) == (False, False, 0)
+    # No entropy bonus, except DAPO's (the paper's Appendix B; docs/reproduction.md, Baselines).
+    expected_entropy = 0.001 if name == "baselines/dapo.sh" else 0
+    assert (config.algorithm.use_kl_in_reward, actor.use_kl_loss, actor.entropy_coeff) == (
+        False,
+        False,
+        expected_entropy,
+    )
     assert config.reward.custom_reward_function.path == "pkg://skpo_verl.reward"
     expected_aggregation = "seq-mean-token-mean" if name in ("baselines/gspo.sh", "baselines/sapo.sh") else "token-mean"
     assert actor.loss_agg_mode == expected_aggregation
@@ -193,7 +199,28 @@ def test_dapo_baseline_builds_verls_dapo_reward_manager():
     # The V1 trainer's own check that DAPO's group metric is available at sampling time.
     assert PPOTrainer._resolve_filter_groups_metric(SimpleNamespace(config=config)) == "acc"
     manager = resolve_reward_manager_cls(config)(config, tokenizer=None, compute_score=get_custom_reward_fn(config))
-    assert manager.overlong_buffer_cfg.len == 512 and manager.max_resp_len == 3072
+    # DAPO's recipe gives the overlong buffer 4096 of its 20480-token budget (1/5): 3072 / 5 = 614.4 -> 614, so
+    # answers past 3072 - 614 = 2458 tokens are penalised linearly up to -1.0 at 3072.
+    assert manager.overlong_buffer_cfg.len == 614 and manager.max_resp_len == 3072
+    assert manager.overlong_buffer_cfg.penalty_factor == 1.0
+
+
+def test_dapo_baseline_carries_an_entropy_bonus_that_verls_v1_trainer_turns_on():
+    config = composed("baselines/dapo.sh")
+    actor = config.actor_rollout_ref.actor
+    assert actor.entropy_coeff == 0.001
+    # verl's V1 trainer computes entropy for the update when the coefficient is not 0 (trainer_base._update_actor),
+    # and its ppo_loss subtracts entropy_coeff x token-mean entropy (workers/utils/losses.py).
+    assert not actor.calculate_entropy and actor.entropy_coeff != 0.0
+
+
+def test_dapo_entropy_and_overlong_buffer_follow_their_variables():
+    config = compose_verl(launcher_overrides("baselines/dapo.sh", DAPO_ENTROPY_COEFF="0", DAPO_OVERLONG_BUFFER="512"))
+    assert config.actor_rollout_ref.actor.entropy_coeff == 0
+    assert config.reward.reward_kwargs.overlong_buffer_cfg.len == 512
+    # The buffer follows the response budget: 1/5 of 2048 is 409.
+    shorter = compose_verl(launcher_overrides("baselines/dapo.sh", MAX_RESPONSE_LENGTH="2048"))
+    assert shorter.reward.reward_kwargs.overlong_buffer_cfg.len == 409
 
 
 def test_base_model_preset_renders_plain_prompts_for_qwen_math():
