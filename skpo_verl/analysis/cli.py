@@ -264,7 +264,7 @@ def run_mc_correctness(args: argparse.Namespace) -> list[str]:
     axes.flat[0].legend(fontsize="x-small")
     summary_path = os.path.join(args.out_dir, "mc_correctness_summary.csv")
     pd.DataFrame(summary).to_csv(summary_path, index=False)
-    return save(rows, figure, args.out_dir, "mc_correctness") + [summary_path]
+    return save(rows, figure, args.out_dir, "mc_correctness", dpi=80) + [summary_path]
 
 
 def run_mc_k_sweep(args: argparse.Namespace) -> list[str]:
@@ -340,7 +340,9 @@ def run_implicit_command(args: argparse.Namespace) -> list[str]:
     axes[0].set(
         xlabel="relative token position of the cut",
         ylabel="mean Â (success normalised across methods)",
-        title=f"implicit advantage ({args.continuation_mode}, K = {args.continuations}, 95% band over problems)",
+    )
+    axes[0].set_title(
+        f"{args.continuation_mode} continuations, K = {args.continuations}, 95% band over problems", fontsize=9
     )
     axes[0].legend()
     cells_path = os.path.join(args.out_dir, "implicit_advantage_cells.csv")
@@ -369,13 +371,13 @@ def new_figure(panels: int):
     return figure, list(axes[0])
 
 
-def save(table: pd.DataFrame, figure, out_dir: str, name: str) -> list[str]:
+def save(table: pd.DataFrame, figure, out_dir: str, name: str, dpi: int = 100) -> list[str]:
     import matplotlib.pyplot as plt
 
     paths = [os.path.join(out_dir, f"{name}.csv"), os.path.join(out_dir, f"{name}.png")]
     table.to_csv(paths[0], index=False)
     figure.tight_layout()
-    figure.savefig(paths[1], dpi=100)
+    figure.savefig(paths[1], dpi=dpi)
     plt.close(figure)
     return paths
 
