@@ -310,6 +310,14 @@ def write_generations(path, rows):
     return f"{path.stem.upper()}={path}"
 
 
+def implicit_arguments(math500: str, model_dir: str, methods: list[str], url: str, out_dir) -> list[str]:
+    """implicit-advantage on the math500 fixture with the tiny tokenizer, the evaluator served at `url`."""
+    args = ["implicit-advantage", "--data-dir", os.path.dirname(math500), "--tokenizer", model_dir]
+    args += [item for method in methods for item in ("--method", method)]
+    args += ["--continuation-backend", "openai", "--continuation-base-url", url, "--continuation-model", "evaluator"]
+    return args + ["--out-dir", str(out_dir)]
+
+
 def generation(index: int, response: str, sample: int = 0) -> dict:
     truth = {0: "\\frac{14}{3}", 1: "(3, \\frac{\\pi}{2})"}[index]
     return {"data_source": "math500", "index": index, "sample": sample, "ground_truth": truth, "response": response}
@@ -328,12 +336,9 @@ def test_implicit_advantage_end_to_end_against_an_openai_server(math500, model_d
     ]
     app, log = build_app(model_dir, "evaluator")
     with LoopbackServer(app) as server:
-        args = ["implicit-advantage", "--data-dir", os.path.dirname(math500), "--tokenizer", model_dir]
-        args += [item for method in methods for item in ("--method", method)]
+        args = implicit_arguments(math500, model_dir, methods, server.url, tmp_path / "out")
         args += ["--positions", "4", "--continuations", "2", "--max-tokens", "4", "--replicates", "2000"]
-        args += ["--continuation-backend", "openai", "--continuation-base-url", server.url]
-        args += ["--continuation-model", "evaluator", "--continuation-api", "chat", "--out-dir", str(tmp_path / "out")]
-        assert cli.main(args) == 0
+        assert cli.main(args + ["--continuation-api", "chat"]) == 0
     # C's answer to problem 0 is wrong and left out: 5 correct responses x 4 cuts x K = 2.
     assert log.requests == 5 * 4 * 2
     prompt = log.prompts[0]
@@ -368,12 +373,9 @@ def test_implicit_advantage_raw_mode_opens_the_evaluators_answer_with_the_prefix
     ]
     app, log = build_app(model_dir, "evaluator")
     with LoopbackServer(app) as server:
-        args = ["implicit-advantage", "--data-dir", os.path.dirname(math500), "--tokenizer", model_dir]
-        args += [item for method in methods for item in ("--method", method)]
+        args = implicit_arguments(math500, model_dir, methods, server.url, tmp_path / "out")
         args += ["--positions", "2", "--continuations", "1", "--max-tokens", "2", "--continuation-mode", "raw"]
-        args += ["--continuation-backend", "openai", "--continuation-base-url", server.url]
-        args += ["--continuation-model", "evaluator", "--continuation-api", "completions"]
-        args += ["--continuation-tokenizer", model_dir, "--out-dir", str(tmp_path / "out")]
+        args += ["--continuation-api", "completions", "--continuation-tokenizer", model_dir]
         assert cli.main(args) == 0
     # The problem's own prompt, then the assistant turn opened by the cut: half of each response's tokens (one byte
     # one token here), then the whole.
