@@ -394,6 +394,16 @@ def test_implicit_advantage_refuses_one_method(math500, model_dir, tmp_path, cap
     assert "two or more methods" in capsys.readouterr().err
 
 
+def test_implicit_advantage_names_a_problem_missing_from_the_data(math500, model_dir, tmp_path, capsys):
+    methods = [
+        write_generations(tmp_path / "a.jsonl", [generation(0, "\\boxed{\\frac{14}{3}}") | {"index": 7}]),
+        write_generations(tmp_path / "b.jsonl", [generation(0, "\\boxed{\\frac{14}{3}}")]),
+    ]
+    args = implicit_arguments(math500, model_dir, methods, "http://127.0.0.1:9/v1", tmp_path)
+    assert cli.main(args) == 1
+    assert "A: math500 problem 7 is not in the benchmark parquet" in capsys.readouterr().err
+
+
 def test_continuation_message_holds_the_problem_and_the_partial_solution_verbatim():
     message = continuation_message("Add 1 and 2.", "We add: 1 + ")
     assert message.endswith("## Problem\nAdd 1 and 2.\n\n## Partial solution\nWe add: 1 + ")

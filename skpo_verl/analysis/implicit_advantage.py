@@ -73,6 +73,8 @@ def correct_responses(generations: dict[str, list[dict]], responses_per_problem:
     for method, samples in generations.items():
         right = judge_all(samples)
         frame = pd.DataFrame(samples).assign(method=method, correct=right)
+        if "sample" not in frame:  # a generator other than skpo-evaluate's: number them in file order
+            frame["sample"] = frame.groupby(["data_source", "index"]).cumcount()
         frame = frame[frame["correct"] == 1.0].sort_values(["data_source", "index", "sample"])
         if responses_per_problem is not None:
             frame = frame.groupby(["data_source", "index"], sort=False).head(responses_per_problem)
@@ -95,7 +97,12 @@ def prefix_requests(
         raise ValueError(f"--continuation-mode {mode!r}: choose one of {', '.join(CONTINUATION_MODES)}.")
     rows, requests = [], []
     for item in responses.itertuples(index=False):
-        prompt = prompts[(item.data_source, int(item.index))]
+        prompt = prompts.get((item.data_source, int(item.index)))
+        if prompt is None:
+            raise ValueError(
+                f"{item.method}: {item.data_source} problem {item.index} is not in the benchmark parquet; "
+                "point --data-dir at the data the generations were made from."
+            )
         for k in range(1, positions + 1):
             prefix, tokens = token_cut(item.response, k / positions, tokenizer)
             rows.append(
