@@ -23,7 +23,10 @@ Adapts `verl/experimental/agent_loop/agent_loop.py`:
   real `_compute_score` alone, as a single-turn agent loop's output, and with
   `upstream_reward=own_completion` judges the kept candidate's own completion the same way.
 
-Wrapping the base class covers `AgentLoopWorkerTQ`, which inherits both methods.
+Both wrappers call verl's methods: `_run_agent_loop` whole; `_compute_score` once per SKPO
+answer (and per kept-candidate completion) instead of once with the session's padded outputs.
+Sessions of any other agent loop pass straight through. Wrapping the base class covers
+`AgentLoopWorkerTQ`, which inherits both methods.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Adapts `verl/workers/engine/fsdp/transformer_impl.py`:
   l.399-429) finds nothing for device "cpu". The same classes are registered for "cpu":
   nothing in them is accelerator-specific once the platform reports the host device.
 - l.462 builds `CPUOffloadPolicy(pin_memory=True)` for every forward-only (reference)
-  FSDP2 module; pinning needs an accelerator, so on the host the policy is unpinned.
+  FSDP2 module; pinning needs an accelerator, so on the host the module's name is rebound to
+  a subclass that drops `pin_memory` (only when `VERL_PLATFORM=cpu`; nothing else changes).
 FSDP1 (`strategy=fsdp`) hard-codes further accelerator options (l.437-449) and is not
 adapted: use `strategy=fsdp2` on CPU.
 """

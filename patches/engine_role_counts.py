@@ -5,16 +5,17 @@ upstream rows of the *global* mini-batch (all micro-batches, all data-parallel r
 way verl normalises token-mean by `batch_num_tokens`. verl 0.9.1 computes only the
 all-role count (`verl/workers/engine/fsdp/transformer_impl.py::forward_backward_batch`,
 l.729-734). We wrap `verl/workers/engine/base.py::BaseEngine.train_batch` (l.113, the
-one place every engine receives one mini-batch) to add the two role counts, all-reduced
-over the data-parallel group, as non-tensor entries the micro-batches inherit.
+one place every engine receives one mini-batch): the wrapper adds the two role counts,
+all-reduced over the data-parallel group, as non-tensor entries the micro-batches inherit,
+then calls verl's `train_batch` whole. Batches without SKPO's `skpo_upstream_mask` column
+(any other estimator) pass through untouched; nothing of verl's is dropped.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from skpo_verl.patches.wrapping import wrap
 from skpo_verl.rows import DOWNSTREAM_TOKENS, UPSTREAM_MASK, UPSTREAM_ROWS
 from skpo_verl.verl_version import require_verl_version
 
@@ -35,12 +36,13 @@ def role_counts(upstream_mask: torch.Tensor, response_mask: torch.Tensor) -> tor
 
 def install(engine_base) -> None:
     require_verl_version("engine_role_counts")
+    wrap(engine_base.BaseEngine, "train_batch", ["self", "data", "loss_function"], _with_role_counts)
+
+
+def _with_role_counts(real_train_batch):
     from verl.utils import tensordict_utils as tu
     from verl.utils.device import get_device_id
 
-    real_train_batch = engine_base.BaseEngine.train_batch
-
-    @functools.wraps(real_train_batch)
     def train_batch(self, data, loss_function):
         if UPSTREAM_MASK in data.keys():
             counts = role_counts(data[UPSTREAM_MASK], data["response_mask"])
@@ -54,4 +56,4 @@ def install(engine_base) -> None:
             tu.assign_non_tensor(data, **{UPSTREAM_ROWS: upstream_rows, DOWNSTREAM_TOKENS: downstream_tokens})
         return real_train_batch(self, data, loss_function)
 
-    engine_base.BaseEngine.train_batch = train_batch
+    return train_batch

@@ -8,7 +8,8 @@ but turns it into metrics only at validation (`PPOTrainer._validate` →
 (`PPOTrainer._compute_metrics`, `trainer_base.py` l.1868, reads `extra_fields` only for
 speculative-decoding counts).
 
-This wraps `_compute_metrics` to add `reward/judge_failure_share`: the mean of the reward's
+This wraps `_compute_metrics`: it calls verl's whole (nothing dropped), then adds
+`reward/judge_failure_share`: the mean of the reward's
 `judge_failure` key (1.0 for "timeout" / "error:*", see `skpo_verl.reward.score`) over the
 step's non-padding rows. It does not look at the advantage estimator, so GRPO runs log it
 too. Rows whose extra info lacks the key (another reward function) are not counted; with
@@ -17,8 +18,7 @@ none, no metric is added.
 
 from __future__ import annotations
 
-import functools
-
+from skpo_verl.patches.wrapping import wrap
 from skpo_verl.verl_version import require_verl_version
 
 METRIC = "reward/judge_failure_share"
@@ -27,19 +27,16 @@ EXTRA_INFO_KEY = "judge_failure"
 
 def install(trainer_base) -> None:
     require_verl_version("reward_metrics")
-    trainer_cls = trainer_base.PPOTrainer
-    original = trainer_cls._compute_metrics
-    if getattr(original, "__skpo_reward_metrics__", False):
-        return
+    wrap(trainer_base.PPOTrainer, "_compute_metrics", ["self", "batch", "metrics"], _with_judge_failures)
 
-    @functools.wraps(original)
+
+def _with_judge_failures(original):
     def _compute_metrics(self, batch, metrics, *args, **kwargs):
         result = original(self, batch, metrics, *args, **kwargs)
         metrics.update(judge_failure_metrics(batch))
         return result
 
-    _compute_metrics.__skpo_reward_metrics__ = True
-    trainer_cls._compute_metrics = _compute_metrics
+    return _compute_metrics
 
 
 def judge_failure_metrics(batch) -> dict[str, float]:

@@ -2,23 +2,25 @@
 
 Adapts `verl/trainer/ppo/ray_trainer.py::RayPPOTrainer.__init__` (l.296). V0 needs exactly
 one agent-loop output per input row and has no TransferQueue, so SKPO's G + 1 rows per
-prompt cannot flow through it; fail at construction with the fix instead of mid-run.
+prompt cannot flow through it; fail at construction with the fix instead of mid-run. For
+any other run the wrapper runs the half-configuration check (SKPO's loss or agent loop
+without its estimator), then calls verl's `__init__` whole.
 """
 
 from __future__ import annotations
 
-import functools
-
+from skpo_verl.patches.wrapping import wrap
 from skpo_verl.verl_version import require_verl_version
 
 
 def install(ray_trainer) -> None:
     require_verl_version("trainer_v0")
+    wrap(ray_trainer.RayPPOTrainer, "__init__", ["self", "config"], _refusing_skpo)
+
+
+def _refusing_skpo(original):
     from skpo_verl.validation import SKPOConfigError, check_not_half_configured, is_skpo_run
 
-    original = ray_trainer.RayPPOTrainer.__init__
-
-    @functools.wraps(original)
     def __init__(self, config, *args, **kwargs):
         if is_skpo_run(config):
             raise SKPOConfigError(
@@ -28,4 +30,4 @@ def install(ray_trainer) -> None:
         check_not_half_configured(config)
         original(self, config, *args, **kwargs)
 
-    ray_trainer.RayPPOTrainer.__init__ = __init__
+    return __init__

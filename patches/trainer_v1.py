@@ -1,28 +1,19 @@
 """Shim: SKPO's driver side inside verl 0.9.1's V1 trainer (`verl/trainer/ppo/v1/trainer_base.py`).
 
-Each wrapper below names the `PPOTrainer` method it adapts. All of them are no-ops unless
-`algorithm.adv_estimator=skpo`, so a GRPO run in the same process is untouched.
+Each wrapper below names the `PPOTrainer` method it adapts, which verl lines it still calls and
+which it replaces; where it drops verl behaviour, the start-up check that refuses the settings
+needing that behaviour (`skpo_verl.validation._config_problems`, run by the `__init__` wrapper
+before verl builds anything). All of them are no-ops unless `algorithm.adv_estimator=skpo`, so
+a GRPO run in the same process is untouched. In short:
 
 - `__init__` (l.120): validate the config, create the `SKPOState` (trackers) it owns.
-- `_init_dataloader` (l.708) → `create_rl_sampler`, which trainer_base imports by name
-  (l.69) and calls with the training dataset (l.749): check `extra_info.index` there and
-  swap in the prioritized sampler when it is on. With it on, the train dataloader is built
-  with `data.dataloader_num_workers=0`: worker processes prefetch `num_workers x
-  prefetch_factor` batches, so their prompts would be drawn that many steps before the
-  tracker updates they should see (docs/algorithm.md, Sampling).
+- `_init_dataloader` (l.708) and `create_rl_sampler` (imported by name, l.69, called l.749):
+  check `extra_info.index`, swap in the prioritized sampler when it is on, load in the driver.
 - `_next_train_batch` (l.1479): add each prompt's split length t_q before rollout.
-- `_compute_advantage` (l.1743): it fetches only a fixed field list from TransferQueue and
-  cannot see roles; for SKPO we fetch the row-contract fields and padding tags
-  (`skpo_verl.rows`), call SKPO's estimator directly with the state built at start-up, and
-  write `advantages`, `returns` and `skpo_upstream_mask`.
-- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): both size a
-  mini-batch as `ppo_mini_batch_size * rollout.n` rows, but SKPO has n + 1 rows per prompt.
-  `_update_actor` also ships the loss hyperparameters to the workers in `extra_info`.
-- With `algorithm.skpo.tracker.divergence=logprob`, `_compute_advantage` also re-scores each
-  returning prompt's stored segment through the actor's `compute_log_prob` (one extra pass,
-  timed as `timing_s/skpo_divergence`).
-- `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`
-  in each `global_step_N` folder (verl has a save callback but no load hook).
+- `_compute_advantage` (l.1743): replaced wholesale by SKPO's estimator on the row-contract
+  fields (`skpo_verl.rows`); with `tracker.divergence=logprob` also re-scores returning prompts.
+- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): n + 1 rows per prompt.
+- `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`.
 """
 
 from __future__ import annotations
@@ -31,7 +22,6 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
-import functools
 import logging
 import os
 
@@ -39,6 +29,7 @@ import numpy as np
 import torch
 
 from skpo_verl import rows as R
+from skpo_verl.patches.wrapping import wrap
 from skpo_verl.verl_version import require_verl_version
 
 logger = logging.getLogger(__name__)
@@ -50,28 +41,27 @@ _building_dataloader: contextvars.ContextVar = contextvars.ContextVar("skpo_data
 def install(trainer_base) -> None:
     require_verl_version("trainer_v1")
     cls = trainer_base.PPOTrainer
-    _wrap(cls, "__init__", _init)
-    _wrap(cls, "_init_dataloader", _init_dataloader)
-    _wrap(cls, "_next_train_batch", _next_train_batch)
-    _wrap(cls, "_compute_advantage", _compute_advantage)
-    _wrap(cls, "_get_required_batch_multiple", _get_required_batch_multiple)
-    _wrap(cls, "_update_actor", _update_actor)
-    _wrap(cls, "_save_checkpoint", _save_checkpoint)
-    _wrap(cls, "_load_checkpoint", _load_checkpoint)
-    trainer_base.create_rl_sampler = _create_rl_sampler(trainer_base.create_rl_sampler)
+    wrap(cls, "__init__", ["self", "config"], _method(_init))
+    wrap(cls, "_init_dataloader", ["self"], _method(_init_dataloader))
+    wrap(cls, "_next_train_batch", ["self", "num_prompts"], _method(_next_train_batch))
+    wrap(cls, "_compute_advantage", ["self", "batch", "metrics"], _method(_compute_advantage))
+    wrap(cls, "_get_required_batch_multiple", ["self", "dp_size"], _method(_get_required_batch_multiple))
+    wrap(cls, "_update_actor", ["self", "batch", "metrics"], _method(_update_actor))
+    wrap(cls, "_save_checkpoint", ["self"], _method(_save_checkpoint))
+    wrap(cls, "_load_checkpoint", ["self"], _method(_load_checkpoint))
+    wrap(trainer_base, "create_rl_sampler", ["data_config", "dataset"], _create_rl_sampler)
 
 
-def _wrap(cls, name: str, wrapper) -> None:
-    original = getattr(cls, name)
-    if getattr(original, "__skpo_wrapped__", False):
-        return
+def _method(replacement):
+    """`wrap`'s make_wrapper for the replacements below, which take verl's method first: (original, self, ...)."""
 
-    @functools.wraps(original)
-    def method(self, *args, **kwargs):
-        return wrapper(original, self, *args, **kwargs)
+    def make_wrapper(original):
+        def method(self, *args, **kwargs):
+            return replacement(original, self, *args, **kwargs)
 
-    method.__skpo_wrapped__ = True
-    setattr(cls, name, method)
+        return method
+
+    return make_wrapper
 
 
 def _state(trainer):
@@ -79,6 +69,7 @@ def _state(trainer):
 
 
 def _init(original, self, config):
+    """`PPOTrainer.__init__`: runs SKPO's start-up checks and builds the `SKPOState`, then calls verl's whole."""
     from skpo_verl.training.state import SKPOState
     from skpo_verl.validation import check_not_half_configured, is_skpo_run, validate_config
 
@@ -88,6 +79,13 @@ def _init(original, self, config):
 
 
 def _init_dataloader(original, self):
+    """`PPOTrainer._init_dataloader`: calls verl's whole, with `create_rl_sampler` told the trainer.
+
+    Changes one verl setting while it runs: with prioritized sampling on, the train dataloader is
+    built with `data.dataloader_num_workers=0` (logged; restored afterwards). Worker processes
+    prefetch `num_workers x prefetch_factor` batches, so their prompts would be drawn that many
+    steps before the tracker updates they should see (docs/algorithm.md, Sampling).
+    """
     state = _state(self)
     if state is None:
         return original(self)
@@ -112,9 +110,15 @@ def _init_dataloader(original, self):
 
 
 def _create_rl_sampler(real_create_rl_sampler):
-    """verl calls this once with the training dataset: SKPO checks the prompt keys there."""
+    """`trainer_base.create_rl_sampler(data_config, dataset)` (`verl/trainer/ppo/utils.py`), called once
+    with the training dataset: SKPO checks every prompt's `extra_info.index` there.
 
-    @functools.wraps(real_create_rl_sampler)
+    With prioritized sampling on (the paper) verl's sampler is replaced by `PrioritizedSampler`,
+    which drops what verl's reads, `data.shuffle` and `data.seed`: the prompts are drawn by
+    tracker weight with `algorithm.skpo.seed`. No check refuses them (the prioritized sampler is
+    SKPO's documented default); `algorithm.skpo.prioritized_sampling=false` calls verl's.
+    """
+
     def create_rl_sampler(data_config, dataset, *args, **kwargs):
         trainer = _building_dataloader.get()
         if trainer is None:
@@ -135,6 +139,7 @@ def _create_rl_sampler(real_create_rl_sampler):
 
 
 def _next_train_batch(original, self, *args, **kwargs):
+    """`PPOTrainer._next_train_batch`: calls verl's whole, then adds the `skpo_split_length` column (t_q)."""
     batch = original(self, *args, **kwargs)
     state = _state(self)
     if state is not None:
@@ -144,6 +149,23 @@ def _next_train_batch(original, self, *args, **kwargs):
 
 
 def _compute_advantage(original, self, batch, metrics):
+    """`PPOTrainer._compute_advantage` (l.1743-1802), replaced wholesale for SKPO.
+
+    verl's version fetches a fixed field list from TransferQueue (no roles), so SKPO fetches the
+    row-contract fields and padding tags (`skpo_verl.rows.ESTIMATOR_FIELDS`), calls
+    `compute_skpo_advantage` with the state built at start-up, and writes `advantages`, `returns`
+    and `skpo_upstream_mask` back with verl's `response_to_nested`. None of verl's body runs, which
+    drops:
+
+    - step 1, the KL penalty in the reward (`apply_kl_penalty`): refused at start-up by the
+      `algorithm.use_kl_in_reward` check;
+    - step 2, rollout correction (`compute_rollout_correction_and_add_to_batch`: IS weights,
+      rejection sampling): refused at start-up by the `algorithm.rollout_correction` check
+      (rollout_is / rollout_rs / bypass_mode), and by the loss if weights arrive anyway;
+    - step 3's estimator arguments `gamma`, `lam` (GAE, for a critic: refused by the `critic.enable`
+      check) and `norm_adv_by_std_in_grpo` (refused when false: SKPO's downstream advantage
+      divides by the group std, Eq. 5; `algorithm.skpo.downstream_norm` chooses the normalisation).
+    """
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
@@ -206,90 +228,92 @@ def _remember_segments(batch, skpo_rows, state) -> None:
 
 
 def _measure_logprob_divergences(trainer, batch, skpo_rows, state, metrics) -> dict:
-    """D per returning prompt: its stored segment re-scored by the current actor (one extra pass).
-
-    The stored segments go through verl's own `compute_log_prob` as extra TransferQueue rows
-    built on the prompt's current upstream row (same fields, the stored sequence swapped in),
-    padded to the data-parallel size with verl's padding helper, and cleared afterwards.
-    """
+    """D per returning prompt: its stored segment's log-probs then against the current actor's now."""
     import time
-
-    import transfer_queue as tq
-    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
-    from verl.utils.model import compute_position_id_with_mask
-    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
-    from verl.workers.utils.padding import response_from_nested
 
     from skpo_verl.core.tracker import logprob_divergence
 
     started = time.perf_counter()
     keys, prompt_keys = _upstream_keys(batch, skpo_rows)
-    returning = [(key, pk) for key, pk in zip(keys, prompt_keys) if pk in state.segments]
+    returning = [(key, prompt_key) for key, prompt_key in zip(keys, prompt_keys) if prompt_key in state.segments]
     divergences: dict = {}
     if returning:
-        templates = tq.kv_batch_get(keys=[key for key, _ in returning], partition_id=batch.partition_id)
-        fields, tags, stored = [], [], []
-        for i, (_, prompt_key) in enumerate(returning):
-            segment = state.segments[prompt_key]
-            template = templates[i]
-            row = {name: copy.deepcopy(template[name]) for name in template.keys()}
-            if row["position_ids"].dim() != 1:
-                raise RuntimeError(
-                    "algorithm.skpo.tracker.divergence=logprob supports text-only models (1-D positions)."
-                )
-            prompt = torch.tensor(segment.prompt_ids, dtype=torch.int64)
-            response = torch.tensor(segment.response_ids, dtype=torch.int64)
-            input_ids = torch.cat([prompt, response])
-            attention_mask = torch.ones_like(input_ids)
-            zeros = torch.zeros(len(response), dtype=torch.float32)
-            for name, value in list(row.items()):
-                # Other response-length fields (old log-probs, entropy, ...) would not match the stored length.
-                if isinstance(value, torch.Tensor) and value.dim() == 1 and len(value) == len(row["responses"]):
-                    row[name] = zeros.to(value.dtype)
-            row.update(
-                prompts=prompt,
-                responses=response,
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=compute_position_id_with_mask(attention_mask),
-                response_mask=torch.ones_like(response),
-                loss_mask=torch.ones_like(response),
-            )
-            fields.append(row)
-            tags.append(
-                {
-                    "status": "success",
-                    "seq_len": len(input_ids),
-                    "prompt_len": len(prompt),
-                    "response_len": len(response),
-                }
-            )
-            stored.append(segment.log_probs)
-        rescore_keys = [f"skporescore{trainer.global_steps}_{i}_0" for i in range(len(fields))]
-        tq.kv_batch_put(
-            keys=rescore_keys, partition_id=batch.partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags
-        )
-        meta = tq.KVBatchMeta(partition_id=batch.partition_id, keys=rescore_keys, tags=tags)
-        meta = upsample_batch_to_divisible_size(meta, _actor_dp_size(trainer), trainer.tokenizer.eos_token_id)
-        meta.extra_info.update(
-            calculate_entropy=False,
-            compute_loss=False,
-            temperature=trainer.config.actor_rollout_ref.rollout.temperature,
-        )
-        try:
-            trainer.actor_rollout_wg.compute_log_prob(meta)
-            scored = tq.kv_batch_get(
-                keys=rescore_keys, partition_id=batch.partition_id, select_fields=["log_probs", "response_mask"]
-            )
-            now = response_from_nested(scored["log_probs"], scored["response_mask"]).unbind()
-            for (_, prompt_key), then, current in zip(returning, stored, now):
-                divergences[prompt_key] = logprob_divergence(then, current.tolist())
-        finally:
-            tq.kv_clear(keys=meta.keys, partition_id=batch.partition_id)
+        segments = [state.segments[prompt_key] for _, prompt_key in returning]
+        now = _rescore(trainer, batch.partition_id, [key for key, _ in returning], segments)
+        for (_, prompt_key), segment, current in zip(returning, segments, now):
+            divergences[prompt_key] = logprob_divergence(segment.log_probs, current)
     metrics["skpo/tracker/rescored_prompts"] = len(returning)
     metrics["skpo/tracker/divergence_mean"] = float(np.mean(list(divergences.values()))) if divergences else 0.0
     metrics["timing_s/skpo_divergence"] = time.perf_counter() - started
     return divergences
+
+
+def _rescore(trainer, partition_id: str, template_keys: list, segments: list) -> list[list[float]]:
+    """The current actor's log-probs of each stored (q, s), one extra pass through verl's `compute_log_prob`.
+
+    The segments go in as temporary TransferQueue rows built on the prompts' current upstream
+    rows (`template_keys`), padded to the data-parallel size with verl's padding helper, and are
+    cleared afterwards.
+    """
+    import transfer_queue as tq
+    from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+    from verl.utils.tensordict_utils import list_of_dict_to_tensordict
+    from verl.workers.utils.padding import response_from_nested
+
+    templates = tq.kv_batch_get(keys=template_keys, partition_id=partition_id)
+    fields = [_rescore_row(templates[i], segment) for i, segment in enumerate(segments)]
+    tags = [
+        {
+            "status": "success",
+            "seq_len": len(row["input_ids"]),
+            "prompt_len": len(row["prompts"]),
+            "response_len": len(row["responses"]),
+        }
+        for row in fields
+    ]
+    keys = [f"skporescore{trainer.global_steps}_{i}_0" for i in range(len(fields))]
+    tq.kv_batch_put(keys=keys, partition_id=partition_id, fields=list_of_dict_to_tensordict(fields), tags=tags)
+    meta = tq.KVBatchMeta(partition_id=partition_id, keys=keys, tags=tags)
+    meta = upsample_batch_to_divisible_size(meta, _actor_dp_size(trainer), trainer.tokenizer.eos_token_id)
+    meta.extra_info.update(
+        calculate_entropy=False,
+        compute_loss=False,
+        temperature=trainer.config.actor_rollout_ref.rollout.temperature,
+    )
+    try:
+        trainer.actor_rollout_wg.compute_log_prob(meta)
+        scored = tq.kv_batch_get(keys=keys, partition_id=partition_id, select_fields=["log_probs", "response_mask"])
+        return [row.tolist() for row in response_from_nested(scored["log_probs"], scored["response_mask"]).unbind()]
+    finally:
+        tq.kv_clear(keys=meta.keys, partition_id=partition_id)
+
+
+def _rescore_row(template, segment) -> dict:
+    """The prompt's current upstream row (same fields) with the stored sequence q + s swapped in."""
+    from verl.utils.model import compute_position_id_with_mask
+
+    row = {name: copy.deepcopy(template[name]) for name in template.keys()}
+    if row["position_ids"].dim() != 1:
+        raise RuntimeError("algorithm.skpo.tracker.divergence=logprob supports text-only models (1-D positions).")
+    prompt = torch.tensor(segment.prompt_ids, dtype=torch.int64)
+    response = torch.tensor(segment.response_ids, dtype=torch.int64)
+    input_ids = torch.cat([prompt, response])
+    attention_mask = torch.ones_like(input_ids)
+    zeros = torch.zeros(len(response), dtype=torch.float32)
+    for name, value in list(row.items()):
+        # Other response-length fields (old log-probs, entropy, ...) would not match the stored length.
+        if isinstance(value, torch.Tensor) and value.dim() == 1 and len(value) == len(row["responses"]):
+            row[name] = zeros.to(value.dtype)
+    row.update(
+        prompts=prompt,
+        responses=response,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=compute_position_id_with_mask(attention_mask),
+        response_mask=torch.ones_like(response),
+        loss_mask=torch.ones_like(response),
+    )
+    return row
 
 
 def _actor_dp_size(trainer) -> int:
@@ -327,6 +351,10 @@ def _rows_per_prompt(config):
 
 
 def _get_required_batch_multiple(original, self, *args, **kwargs):
+    """`PPOTrainer._get_required_batch_multiple` (l.1589): verl's whole, with rollout.n read as n + 1.
+
+    verl sizes a mini-batch as `ppo_mini_batch_size * rollout.n` rows; SKPO has n + 1 per prompt.
+    """
     if _state(self) is None:
         return original(self, *args, **kwargs)
     with _rows_per_prompt(self.config):
@@ -334,6 +362,11 @@ def _get_required_batch_multiple(original, self, *args, **kwargs):
 
 
 def _update_actor(original, self, batch, metrics):
+    """`PPOTrainer._update_actor` (l.1827): verl's whole, with n + 1 rows per prompt and the loss settings.
+
+    `algorithm.skpo.loss` travels in the batch's `extra_info` (the actor workers see only the
+    actor's config); `skpo_verl.patches.ppo_loss_roles` reads it there.
+    """
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
@@ -343,6 +376,7 @@ def _update_actor(original, self, batch, metrics):
 
 
 def _save_checkpoint(original, self, *args, **kwargs):
+    """`PPOTrainer._save_checkpoint` (l.948): writes `SKPOState` into `global_step_N`, then calls verl's whole."""
     state = _state(self)
     if state is not None:
         # Written before verl's own save so that `latest_checkpointed_iteration.txt`, which verl
@@ -353,6 +387,10 @@ def _save_checkpoint(original, self, *args, **kwargs):
 
 
 def _load_checkpoint(original, self, *args, **kwargs):
+    """`PPOTrainer._load_checkpoint` (l.850): calls verl's whole, then restores `SKPOState` from the same folder.
+
+    verl has a save callback but no load hook, hence the wrapper.
+    """
     result = original(self, *args, **kwargs)
     state = _state(self)
     if state is not None and self.global_steps > 0:

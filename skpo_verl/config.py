@@ -92,12 +92,12 @@ class SKPOConfig:
     # Backstop on one prompt's rollout: candidates not done, or a kept segment not shared,
     # after this many seconds fail the prompt instead of holding its G sessions.
     rollout_timeout_s: float = 1800.0
-    # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps; on in the paper
-    # (Appendix C). It makes the train dataloader load in the driver (no worker prefetch) so
-    # each draw sees the tracker as of the previous step (docs/algorithm.md, Sampling).
     # Candidates sampled from q per prompt (Rollout step 2); None = G (the paper). Fewer cut the
     # candidate tokens decoded (docs/algorithm.md, Cost); start-up checks 1 <= value <= G.
     num_candidates: int | None = None
+    # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps; on in the paper
+    # (Appendix C). It makes the train dataloader load in the driver (no worker prefetch) so
+    # each draw sees the tracker as of the previous step (docs/algorithm.md, Sampling).
     prioritized_sampling: bool = True
     priority_eps: float = 0.05
     seed: int = 0

@@ -112,6 +112,11 @@ def _config_problems(config: Any) -> Iterable[str]:
         )
     if _select(config, "critic.enable"):
         yield "critic.enable=true: SKPO is critic-free. Set critic.enable=false."
+    if _select(config, "algorithm.norm_adv_by_std_in_grpo") is False:
+        yield (
+            "algorithm.norm_adv_by_std_in_grpo=false: SKPO does not read it (its downstream advantage divides by the "
+            "group std, Eq. 5). Leave it true; algorithm.skpo.downstream_norm chooses SKPO's normalisation."
+        )
 
 
 def _select(config: Any, dotted: str) -> Any:

@@ -156,7 +156,7 @@ def test_skpo_agent_is_registered_with_verl_and_flags_validation(tiny):
 
 
 def test_one_upstream_and_g_downstream_rows_with_roles_and_fields(tiny):
-    from skpo_verl.rollout.agent_loop import SKPOAgentLoop
+    from skpo_verl.rollout.prompt_group import OPEN_GROUPS
 
     recorder = Recorder(serve(tiny))
     results = roll_out(tiny, make_config(tiny), recorder)
@@ -192,7 +192,7 @@ def test_one_upstream_and_g_downstream_rows_with_roles_and_fields(tiny):
     fields = upstream.as_dict()
     assert fields["skpo_is_upstream"].dtype == torch.int64 and fields["skpo_is_upstream"].item() == 1
     assert fields["skpo_segment_nll"].dtype == torch.float32
-    assert SKPOAgentLoop._groups == {}
+    assert OPEN_GROUPS == {}
 
 
 @pytest.mark.parametrize(
@@ -357,18 +357,20 @@ class FailsOn:
 
 
 def test_a_failing_candidate_request_fails_every_session_promptly(tiny):
-    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPORolloutError
+    from skpo_verl.rollout.prompt_group import OPEN_GROUPS
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), SPLIT, failing=2, hold_others=True))
     assert time.monotonic() - started < 30  # a hang would wait for the 1800 s backstop
     assert isinstance(results[0], ConnectionError)
     assert all(isinstance(r, SKPORolloutError) and "session 0 failed" in str(r) for r in results[1:])
-    assert SKPOAgentLoop._groups == {}
+    assert OPEN_GROUPS == {}
 
 
 def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
-    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPORolloutError
+    from skpo_verl.rollout.prompt_group import OPEN_GROUPS
 
     started = time.monotonic()
     results = roll_out(tiny, make_config(tiny), FailsOn(serve(tiny), RESPONSE, failing=1, hold_others=True))
@@ -377,18 +379,19 @@ def test_a_failing_answer_request_stops_the_sibling_answers(tiny):
     stopped = [r for r in results if isinstance(r, SKPORolloutError)]
     assert len(failed) == 1 and len(stopped) == G - 1
     assert all("because session" in str(r) for r in stopped)
-    assert SKPOAgentLoop._groups == {}
+    assert OPEN_GROUPS == {}
 
 
 def test_sessions_time_out_when_no_session_produces_the_segment(tiny):
-    from skpo_verl.rollout.agent_loop import SKPOAgentLoop, SKPORolloutError
+    from skpo_verl.rollout.agent_loop import SKPORolloutError
+    from skpo_verl.rollout.prompt_group import OPEN_GROUPS
 
     config = make_config(tiny, "+algorithm.skpo.rollout_timeout_s=0.5")
     started = time.monotonic()
     results = roll_out(tiny, config, serve(tiny), sessions=[1, 2], uid="orphan")
     assert 0.5 <= time.monotonic() - started < 30
     assert all(isinstance(r, SKPORolloutError) and "no kept segment after 0.5 s" in str(r) for r in results)
-    SKPOAgentLoop._groups.pop("orphan", None)  # the two sessions of a group of three never complete it
+    OPEN_GROUPS.pop("orphan", None)  # the two sessions of a group of three never complete it
 
 
 def test_a_downstream_prompt_over_the_prompt_budget_fails_instead_of_truncating(tiny):
@@ -482,10 +485,10 @@ def test_a_candidate_ending_at_t_q_on_any_declared_eos_id_ended(tiny, tmp_path):
 def test_a_session_waiting_for_the_segment_is_told_why_the_group_failed():
     # Session 2 waits for the kept segment; session 1 fails first (here: its own wait timed out).
     # Session 2's error names session 1 and its cause, whichever of the two timers fires first.
-    from skpo_verl.rollout.agent_loop import SKPORolloutError, _PromptGroup
+    from skpo_verl.rollout.prompt_group import PromptGroup, SKPORolloutError
 
     async def scenario():
-        group = _PromptGroup("q7", size=3, loop=asyncio.get_running_loop())
+        group = PromptGroup("q7", size=3, loop=asyncio.get_running_loop())
         waiting = asyncio.ensure_future(group.kept_segment(timeout_s=30))
         await asyncio.sleep(0)
         group.fail(1, SKPORolloutError("prompt uid=q7: no kept segment after 0.5 s (session 0 did not publish it)"))

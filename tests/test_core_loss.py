@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from skpo_verl.config import LossConfig
-from skpo_verl.core.loss import downstream_cispo_loss, skpo_loss, upstream_ppo_loss
+from skpo_verl.core.loss import downstream_cispo_loss, skpo_loss, skpo_loss_diagnostics, upstream_ppo_loss
 
 CFG = LossConfig()  # w_up = w_down = 0.5, eps = 0.2, CISPO weight in [0.8, 1.28]
 DTYPE = torch.float64
@@ -95,8 +95,8 @@ def _skpo_case():
 
 
 def _skpo_loss(*inputs, upstream_rows, downstream_tokens, scale=1.0):
-    return skpo_loss(
-        *inputs,
+    """(skpo_loss, skpo_loss_diagnostics) at the paper's weights and clips."""
+    settings = dict(
         upstream_rows=upstream_rows,
         downstream_tokens=downstream_tokens,
         upstream_weight=CFG.upstream_weight,
@@ -104,8 +104,8 @@ def _skpo_loss(*inputs, upstream_rows, downstream_tokens, scale=1.0):
         upstream_clip=CFG.upstream_clip,
         downstream_clip_low=CFG.downstream_clip_low,
         downstream_clip_high=CFG.downstream_clip_high,
-        scale=scale,
     )
+    return skpo_loss(*inputs, **settings, scale=scale), skpo_loss_diagnostics(*inputs, **settings)
 
 
 def test_skpo_loss_normalises_by_global_counts_and_weights_the_roles():

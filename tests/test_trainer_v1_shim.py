@@ -3,7 +3,8 @@
 Batch: two prompts, G = 3, so 4 rows each (1 upstream + 3 downstream), stored in an
 in-process TransferQueue the way verl's agent-loop worker stores them, then padded by
 verl's own `upsample_batch_to_divisible_size` to a multiple of 5 (2 padding rows that copy
-the first row, an upstream row, with an empty response mask).
+the first row, with an empty response mask: an upstream row, or in one test a downstream
+answer).
 """
 
 import math
@@ -53,7 +54,8 @@ def _row(uid, index, session, upstream, response_len, reward, segment_len=3):
     }
 
 
-def _put_batch(tq):
+def _put_batch(tq, first="uA_0_0"):
+    """The two prompts' rows, `first` stored first (verl's padding copies it), padded to a multiple of 5."""
     from tensordict import NonTensorData  # noqa: F401 - tensordict must be importable for TQ
     from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -68,9 +70,11 @@ def _put_batch(tq):
         "uB_1_0": _row("uB", 11, 1, False, 5, -1.0),
         "uB_2_0": _row("uB", 11, 2, False, 5, -1.0),
     }
-    keys = list(rows)
+    keys = [first] + [key for key in rows if key != first]
     tags = [{"status": "success", "seq_len": 4 + len(rows[k]["responses"]), "global_steps": 5} for k in keys]
-    tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(list(rows.values())), tags=tags)
+    tq.kv_batch_put(
+        keys=keys, partition_id="train", fields=list_of_dict_to_tensordict([rows[k] for k in keys]), tags=tags
+    )
     batch = tq.KVBatchMeta(partition_id="train", keys=keys, tags=tags)
     return upsample_batch_to_divisible_size(batch, 5, eos_token_id=0)
 
@@ -119,6 +123,47 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     assert metrics["skpo/rollout/candidate_tokens_mean"] == 15.0
     assert metrics["skpo/rollout/segment_nll_mean"] == 1.5
     assert metrics["skpo/upstream/segment_length_mean"] == 2.5 and metrics["skpo/downstream/answer_length_mean"] == 4.5
+    tq.kv_clear(keys=batch.keys, partition_id="train")
+
+
+def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(transfer_queue):
+    """verl pads a batch with copies of its first row (empty response mask, zero reward, the SKPO
+    fields of that row) under one fresh uid `pad<hex>`, sessions 0, 1, ... With a downstream answer
+    first, the padding rows look like the answers of a prompt of their own: counted, they would be a
+    group without an upstream row and enter the `skpo/downstream/*` statistics as zero-reward,
+    zero-length answers. The advantages and counts must be those of the 8 real rows."""
+    from skpo_verl.patches.engine_role_counts import role_counts
+
+    tq = transfer_queue
+    batch = _put_batch(tq, first="uA_1_0")  # prompt A's session-1 answer: reward -1, 2 tokens
+    padding = [tag.get("is_padding", False) for tag in batch.tags]
+    assert padding == [False] * 8 + [True] * 2
+    copied = tq.kv_batch_get(keys=batch.keys[-2:], partition_id="train", select_fields=["uid", "skpo_is_upstream"])
+    assert len(set(copied["uid"])) == 1 and copied["uid"][0].startswith("pad")
+    assert list(copied["skpo_is_upstream"]) == [0, 0]
+
+    metrics = {}
+    _trainer()._compute_advantage(batch, metrics)
+    out = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["advantages", "skpo_upstream_mask"])
+    per_row = [float(a[0]) if len(a) else 0.0 for a in out["advantages"].unbind()]
+
+    # The first test's numbers, in this order: A's answers [+1, -1, +1] -> [1/sqrt3, -2/sqrt3, 1/sqrt3];
+    # B's all -1 -> 0; upstream R_I = [1/3, -1] -> [+1/sqrt2, -1/sqrt2]; padding rows 0.
+    s3, s2 = math.sqrt(3), math.sqrt(2)
+    expected = [-2 / s3, 1 / s2, 1 / s3, 1 / s3, -1 / s2, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert per_row == pytest.approx(expected, abs=1e-5)
+    assert out["skpo_upstream_mask"].tolist() == [0, 1, 0, 0, 1, 0, 0, 0, 0, 0]
+    assert metrics["skpo/downstream/rows"] == 6 and metrics["skpo/upstream/rows"] == 2
+    # rewards (-1 + 1 + 1 - 1 - 1 - 1) / 6; |A| (2/sqrt3 + 1/sqrt3 + 1/sqrt3 + 0 + 0 + 0) / 6; lengths (2+4+6+5+5+5) / 6
+    assert metrics["skpo/downstream/reward_mean"] == pytest.approx(-1 / 3)
+    assert metrics["skpo/downstream/advantage_abs_mean"] == pytest.approx(4 / s3 / 6, abs=1e-6)
+    assert metrics["skpo/downstream/answer_length_mean"] == pytest.approx(4.5)
+    assert metrics["skpo/downstream/zero_adv_group_rate"] == pytest.approx(0.5)
+    assert metrics["skpo/upstream/reward_mean"] == pytest.approx((1 / 3 - 1) / 2)
+    # The loss's normalisers, counted from the written mask as the engine shim counts them: 2 upstream
+    # rows, 27 downstream tokens (padding rows have none).
+    mask = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["response_mask"])["response_mask"]
+    assert role_counts(out["skpo_upstream_mask"], mask).tolist() == [2, 27]
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
 

@@ -53,6 +53,7 @@ def test_overrides_under_algorithm_skpo_reach_the_parsed_config():
         ("actor_rollout_ref.actor.entropy_coeff=0.01", "entropy_coeff=0.01: SKPO has no entropy bonus"),
         ("algorithm.filter_groups.enable=true", "Set algorithm.filter_groups.enable=false"),
         ("algorithm.rollout_correction.rollout_is=token", "algorithm.rollout_correction is enabled"),
+        ("algorithm.norm_adv_by_std_in_grpo=false", "norm_adv_by_std_in_grpo=false: SKPO does not read it"),
         (
             "+algorithm.skpo.selektion=median",
             "Unknown key(s) algorithm.skpo.selektion. Valid keys under algorithm.skpo:",

@@ -98,7 +98,7 @@ def skpo_loss(
     downstream_clip_low: float,
     downstream_clip_high: float,
     scale: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> torch.Tensor:
     """This micro-batch's share of SKPO's mini-batch loss.
 
         loss = scale * ( w_up   * sum_{upstream rows b}       L_up_b     / upstream_rows
@@ -107,7 +107,7 @@ def skpo_loss(
     `upstream_rows` (upstream rows with at least one response token) and
     `downstream_tokens` are counts over the whole mini-batch, all micro-batches and
     data-parallel ranks, so the micro-batch losses add up to the mini-batch means. A count
-    of 0 makes that term 0.
+    of 0 makes that term 0. `skpo_loss_diagnostics` reports on the same inputs.
 
     Args:
         log_prob, old_log_prob, advantages, mask: [B, T].
@@ -119,23 +119,28 @@ def skpo_loss(
         scale: multiplies the loss, e.g. the data-parallel size when gradients are averaged
             over ranks.
     Returns:
-        (loss, scalar, differentiable; metrics of this micro-batch, python floats):
-        upstream / downstream: the two terms' shares before weights and scale,
-        upstream_clipfrac: fraction of upstream tokens whose PPO clip is active,
-        downstream_clipfrac: fraction of downstream tokens whose weight was clipped,
-        ratio_mean: mean r_t over all response tokens (0 when there are none),
-        upstream_token_weight / downstream_token_weight: the mean weight one token of each
-            term carries in the loss, w_up / (|s_b| upstream_rows) and w_down / downstream_tokens
-            (before `scale`),
-        upstream_grad_norm / downstream_grad_norm: each term's share of the update, as the L2
-            norm of its gradient with respect to this micro-batch's token log-probs (closed
-            form, no extra backward pass; a proxy for the parameter-gradient norms, which
-            would need one backward pass per term).
+        loss, scalar, differentiable.
     """
-    mask = mask.bool()
-    is_upstream = is_upstream.bool()
+    _check_roles(log_prob, mask, is_upstream, upstream_rows, downstream_tokens)
+    upstream, downstream = _role_terms(
+        log_prob,
+        old_log_prob,
+        advantages,
+        mask.bool(),
+        is_upstream.bool(),
+        upstream_rows,
+        downstream_tokens,
+        upstream_clip,
+        downstream_clip_low,
+        downstream_clip_high,
+    )
+    return scale * (upstream_weight * upstream + downstream_weight * downstream)
+
+
+def _check_roles(log_prob, mask, is_upstream, upstream_rows: int, downstream_tokens: int) -> None:
     if is_upstream.shape != log_prob.shape[:1]:
         raise ValueError(f"is_upstream has shape {tuple(is_upstream.shape)}, expected ({log_prob.shape[0]},).")
+    mask, is_upstream = mask.bool(), is_upstream.bool()
     local_up_rows = int(mask[is_upstream].any(dim=-1).sum())
     local_down_tokens = int(mask[~is_upstream].sum())
     # The global counts include this micro-batch, so a smaller one is a caller bug that
@@ -146,44 +151,91 @@ def skpo_loss(
             f"this micro-batch's own ({local_up_rows} upstream rows, {local_down_tokens} downstream tokens)."
         )
 
-    # Each term is evaluated on its own rows only (upstream rows are 1 in G + 1). A global
-    # count of 0 implies no local rows of that role, so the sum is an exact 0 that stays
-    # attached to the graph (backward works even on a micro-batch of padding).
-    up, down = is_upstream, ~is_upstream
-    per_row = upstream_ppo_loss(log_prob[up], old_log_prob[up], advantages[up], mask[up], upstream_clip)
-    upstream = per_row.sum() / max(upstream_rows, 1)
-    per_token = downstream_cispo_loss(
-        log_prob[down], old_log_prob[down], advantages[down], mask[down], downstream_clip_low, downstream_clip_high
-    )
-    downstream = per_token.sum() / max(downstream_tokens, 1)
-    loss = scale * (upstream_weight * upstream + downstream_weight * downstream)
 
-    with torch.no_grad():
-        up_ratio = _ratio(log_prob[up], old_log_prob[up], mask[up])
-        down_ratio = _ratio(log_prob[down], old_log_prob[down], mask[down])
-        _, ppo_clipped = _ppo_token_losses(up_ratio, advantages[up], upstream_clip)
-        weight_clipped = (down_ratio < 1.0 - downstream_clip_low) | (down_ratio > 1.0 + downstream_clip_high)
-        tokens = local_down_tokens + int(mask[up].sum())
-        ratio_sum = float((up_ratio * mask[up]).sum() + (down_ratio * mask[down]).sum())
-        up_lengths = mask[up].sum(dim=-1, keepdim=True).clamp(min=1).to(log_prob.dtype)
-        up_token_weight = upstream_weight / (up_lengths * max(upstream_rows, 1))
-        down_token_weight = downstream_weight / max(downstream_tokens, 1)
-        # d(term)/d(log pi_t): PPO's unclipped branch -r A (0 where the clip is active); CISPO's -clip(r) A.
-        up_grad = torch.where(ppo_clipped | ~mask[up], 0.0, -up_ratio * advantages[up]) * up_token_weight
-        down_weight = torch.clamp(down_ratio, 1.0 - downstream_clip_low, 1.0 + downstream_clip_high)
-        down_grad = torch.where(mask[down], -down_weight * advantages[down], 0.0) * down_token_weight
-        metrics = {
-            "upstream": float(upstream),
-            "downstream": float(downstream),
-            "upstream_clipfrac": _masked_mean(ppo_clipped, mask[up]),
-            "downstream_clipfrac": _masked_mean(weight_clipped, mask[down]),
-            "ratio_mean": ratio_sum / tokens if tokens else 0.0,
-            "upstream_token_weight": _masked_mean(up_token_weight.expand_as(mask[up]), mask[up]),
-            "downstream_token_weight": down_token_weight if local_down_tokens else 0.0,
-            "upstream_grad_norm": float(up_grad.double().norm()),
-            "downstream_grad_norm": float(down_grad.double().norm()),
-        }
-    return loss, metrics
+def _role_terms(
+    log_prob, old_log_prob, advantages, mask, up, upstream_rows, downstream_tokens, clip, clip_low, clip_high
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum L_up / upstream_rows, sum L_down / downstream_tokens), each evaluated on its own rows only.
+
+    A global count of 0 implies no local rows of that role, so the sum is an exact 0 that
+    stays attached to the graph (backward works even on a micro-batch of padding).
+    """
+    down = ~up
+    per_row = upstream_ppo_loss(log_prob[up], old_log_prob[up], advantages[up], mask[up], clip)
+    per_token = downstream_cispo_loss(
+        log_prob[down], old_log_prob[down], advantages[down], mask[down], clip_low, clip_high
+    )
+    return per_row.sum() / max(upstream_rows, 1), per_token.sum() / max(downstream_tokens, 1)
+
+
+@torch.no_grad()
+def skpo_loss_diagnostics(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    is_upstream: torch.Tensor,
+    *,
+    upstream_rows: int,
+    downstream_tokens: int,
+    upstream_weight: float,
+    downstream_weight: float,
+    upstream_clip: float,
+    downstream_clip_low: float,
+    downstream_clip_high: float,
+) -> dict[str, float]:
+    """What `skpo_loss` did on this micro-batch (same arguments, without `scale`), as python floats.
+
+    upstream / downstream: the two terms' shares before weights and scale;
+    upstream_clipfrac: fraction of upstream tokens whose PPO clip is active;
+    downstream_clipfrac: fraction of downstream tokens whose weight was clipped;
+    ratio_mean: mean r_t over all response tokens (0 when there are none);
+    upstream_token_weight / downstream_token_weight: the mean weight one token of each term
+        carries in the loss, w_up / (|s_b| upstream_rows) and w_down / downstream_tokens
+        (before `scale`);
+    upstream_grad_norm / downstream_grad_norm: each term's share of the update, as the L2
+        norm of its gradient with respect to this micro-batch's token log-probs (closed form,
+        no extra backward pass; a proxy for the parameter-gradient norms, which would need
+        one backward pass per term).
+    """
+    mask, up = mask.bool(), is_upstream.bool()
+    down = ~up
+    upstream, downstream = _role_terms(
+        log_prob,
+        old_log_prob,
+        advantages,
+        mask,
+        up,
+        upstream_rows,
+        downstream_tokens,
+        upstream_clip,
+        downstream_clip_low,
+        downstream_clip_high,
+    )
+    up_ratio = _ratio(log_prob[up], old_log_prob[up], mask[up])
+    down_ratio = _ratio(log_prob[down], old_log_prob[down], mask[down])
+    _, ppo_clipped = _ppo_token_losses(up_ratio, advantages[up], upstream_clip)
+    down_weight = torch.clamp(down_ratio, 1.0 - downstream_clip_low, 1.0 + downstream_clip_high)
+    weight_clipped = (down_ratio < 1.0 - downstream_clip_low) | (down_ratio > 1.0 + downstream_clip_high)
+    tokens = int(mask.sum())
+    ratio_sum = float((up_ratio * mask[up]).sum() + (down_ratio * mask[down]).sum())
+    up_lengths = mask[up].sum(dim=-1, keepdim=True).clamp(min=1).to(log_prob.dtype)
+    up_token_weight = upstream_weight / (up_lengths * max(upstream_rows, 1))
+    down_token_weight = downstream_weight / max(downstream_tokens, 1)
+    # d(term)/d(log pi_t): PPO's unclipped branch -r A (0 where the clip is active); CISPO's -clip(r) A.
+    up_grad = torch.where(ppo_clipped | ~mask[up], 0.0, -up_ratio * advantages[up]) * up_token_weight
+    down_grad = torch.where(mask[down], -down_weight * advantages[down], 0.0) * down_token_weight
+    return {
+        "upstream": float(upstream),
+        "downstream": float(downstream),
+        "upstream_clipfrac": _masked_mean(ppo_clipped, mask[up]),
+        "downstream_clipfrac": _masked_mean(weight_clipped, mask[down]),
+        "ratio_mean": ratio_sum / tokens if tokens else 0.0,
+        "upstream_token_weight": _masked_mean(up_token_weight.expand_as(mask[up]), mask[up]),
+        "downstream_token_weight": down_token_weight if mask[down].any() else 0.0,
+        "upstream_grad_norm": float(up_grad.double().norm()),
+        "downstream_grad_norm": float(down_grad.double().norm()),
+    }
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -3,14 +3,16 @@
 verl's V1 worker (`AgentLoopWorkerTQ._run_prompt`, verl/trainer/ppo/v1/agent_loop_tq.py
 ~l.107-148) starts the G = `actor_rollout_ref.rollout.n` sessions of one prompt together, in
 one event loop, and stores every output a session returns as a TransferQueue row. SKPO's
-rollout maps onto those sessions, in the steps of docs/algorithm.md:
+rollout maps onto those sessions, in the steps of docs/algorithm.md (one method each, in
+this order below):
 
-1. split length t_q: the driver's `skpo_split_length` column;
-2. candidates: session 0 samples G candidates from q, each stopped after t_q tokens;
-3. cut: a candidate that ended (any EOS id of the model) within t_q is cut at half its length;
-4. select: the selection rule (median NLL by default) keeps one candidate as the segment s,
-   published to the sibling sessions;
-5. answer: every session answers from the downstream input ([s, q] in skip mode).
+1. split length t_q: the driver's `skpo_split_length` column (`_split_length`);
+2. candidates: session 0 samples G candidates from q, each stopped after t_q tokens (`_candidates`);
+3. cut: a candidate that ended (any EOS id of the model) within t_q is cut at half its length
+   (`_ended`, then `core.split.cut_early_candidate`);
+4. select: the selection rule (median NLL by default) keeps one candidate as the segment s
+   (`_select`), published to the sibling sessions;
+5. answer: every session answers from the downstream input ([s, q] in skip mode) (`_answer`).
 
 Session 0 returns `[upstream (q -> s), downstream_0]`; session i > 0 returns `[downstream_i]`.
 With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the kept candidate
@@ -20,7 +22,10 @@ reward path (the same shim).
 
 Candidates and answers are independent server requests and run concurrently; the only
 wait is inside one prompt. If any request of a prompt fails, every session of that prompt
-fails at once (nothing waits for a segment or a sibling that will never come).
+fails at once (nothing waits for a segment or a sibling that will never come): that
+coordination is `skpo_verl.rollout.prompt_group`. What one session's requests share (uid,
+q, sampling parameters, priority, step, t_q) is read once from verl's call into a
+`PromptRequest`.
 
 Validation rollouts are plain single-turn generation from q: the worker knows whether it
 validates but does not tell agent loops (`skpo_verl.patches.agent_loop` tells them).
@@ -29,14 +34,13 @@ validates but does not tell agent loops (`skpo_verl.patches.agent_loop` tells th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import time
 import zlib
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,12 +64,9 @@ from skpo_verl.rollout.lengths import (
     model_eos_token_ids,
     model_length_limit,
 )
+from skpo_verl.rollout.prompt_group import SKPORolloutError, all_or_none, group_session
 
 logger = logging.getLogger(__name__)
-
-
-class SKPORolloutError(RuntimeError):
-    """A request of the prompt failed, or the server broke the generate contract."""
 
 
 class SKPOAgentLoopOutput(AgentLoopOutput):
@@ -164,59 +165,21 @@ def rollout_setup(config, tokenizer) -> RolloutSetup:
 validating: contextvars.ContextVar[bool] = contextvars.ContextVar("skpo_validating", default=False)
 
 
-class _PromptGroup:
-    """What the G sessions of one prompt share: the kept segment and the first failure."""
+@dataclass(frozen=True)
+class PromptRequest:
+    """One session's prompt and what every server request for it carries, read once from verl's call."""
 
-    def __init__(self, uid: str, size: int, loop: asyncio.AbstractEventLoop):
-        self.uid = uid
-        self.size = size
-        self.segment: asyncio.Future = loop.create_future()
-        self.failure: asyncio.Future = loop.create_future()  # result: the first error of any session
-        self.finished_sessions = 0
-
-    def publish(self, segment: KeptSegment) -> None:
-        self.segment.set_result(segment)
-
-    def fail(self, session_id: int, error: BaseException) -> None:
-        if not self.failure.done():
-            self.failure.set_result((session_id, error))
-        if not self.segment.done():
-            self.segment.set_exception(
-                SKPORolloutError(
-                    f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready "
-                    f"({type(error).__name__}: {error})"
-                )
-            )
-            self.segment.exception()  # retrieved here so asyncio does not warn when no sibling is waiting
-
-    async def kept_segment(self, timeout_s: float) -> KeptSegment:
-        try:
-            return await asyncio.wait_for(asyncio.shield(self.segment), timeout_s)
-        except asyncio.TimeoutError:
-            raise SKPORolloutError(
-                f"prompt uid={self.uid}: no kept segment after {timeout_s:g} s (session 0 did not publish it)"
-            ) from None
-
-    async def unless_a_sibling_fails(self, session_id: int, request: Awaitable) -> Any:
-        """Await `request`; cancel it and raise as soon as another session of the prompt fails."""
-        task = asyncio.ensure_future(request)
-        await asyncio.wait({task, self.failure}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        failed_session, error = self.failure.result()
-        raise SKPORolloutError(
-            f"prompt uid={self.uid}: session {session_id} stopped because session {failed_session} failed: {error!r}"
-        ) from error
+    uid: str  # verl's per-step prompt id, shared by the G sessions
+    messages: list[dict]  # the raw chat prompt (skip_format=chat re-templates it)
+    prompt_ids: list[int]  # q, tokenized by verl's template
+    sampling_params: dict
+    priority: int
+    step: int  # the trainer's global step
+    split_length: int | None  # the driver's `skpo_split_length` column (t_q), None if absent
 
 
 class SKPOAgentLoop(AgentLoopBase):
     """SKPO's two-phase rollout; a fresh instance per session (verl instantiates one per run)."""
-
-    # Sessions of one prompt being rolled out in this worker's event loop, by uid.
-    _groups: ClassVar[dict[str, _PromptGroup]] = {}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -230,77 +193,120 @@ class SKPOAgentLoop(AgentLoopBase):
         messages = list(kwargs["raw_prompt"])
         if await self.process_multi_modal_info(messages):
             raise NotImplementedError("skpo_agent supports text prompts only; this prompt carries images/videos/audio.")
-        prompt_ids = await self.ct_build_initial_tokens(messages)
-        priority = int(kwargs.get("priority", 0))
+        split_length = kwargs.get(rows.PROMPT_SPLIT_LENGTH)
+        request = PromptRequest(
+            uid=str(kwargs["uid"]),
+            messages=messages,
+            prompt_ids=await self.ct_build_initial_tokens(messages),
+            sampling_params=dict(sampling_params),
+            priority=int(kwargs.get("priority", 0)),
+            step=int(kwargs.get("global_steps", 0)),
+            split_length=None if split_length is None else int(split_length),
+        )
         if validating.get():
-            return await self._single_turn(str(kwargs["uid"]), prompt_ids, sampling_params, priority)
+            return await self._single_turn(request)
+        return await self._skip_connected(request, self._session_id(kwargs))
+
+    async def _single_turn(self, request: PromptRequest) -> AgentLoopOutput:
+        """Validation: one answer from q, as verl's single_turn_agent, with the SKPO fields zeroed."""
+        started = time.perf_counter()
+        answer = await self._generate(request, "answer", request.prompt_ids, self.setup.response_length)
+        return self._output(request.prompt_ids, answer, NO_SEGMENT, is_upstream=False, started=started)
+
+    def _session_id(self, kwargs: dict) -> int:
         if "session_id" not in kwargs:
             raise RuntimeError(
                 "skpo_agent needs verl's V1 trainer (trainer.use_v1=true), which runs the G sessions of a prompt "
                 "together and passes their session_id."
             )
-        return await self._skip_connected(messages, prompt_ids, sampling_params, priority, kwargs)
-
-    async def _single_turn(self, uid: str, prompt_ids: list[int], sampling_params: dict, priority: int):
-        """Validation: one answer from q, as verl's single_turn_agent, with the SKPO fields zeroed."""
-        started = time.perf_counter()
-        answer = await self._generate(uid, "answer", prompt_ids, sampling_params, self.setup.response_length, priority)
-        return self._output(prompt_ids, answer, NO_SEGMENT, is_upstream=False, started=started)
-
-    async def _skip_connected(self, messages, prompt_ids, sampling_params, priority, kwargs) -> list[AgentLoopOutput]:
-        uid, session_id = str(kwargs["uid"]), int(kwargs["session_id"])
+        session_id = int(kwargs["session_id"])
         if not 0 <= session_id < self.setup.group_size:
             raise RuntimeError(
                 f"skpo_agent got session_id={session_id} for actor_rollout_ref.rollout.n={self.setup.group_size}: "
                 "SKPO takes G from rollout.n and does not support a per-prompt __rollout_n__ column."
             )
-        group = self._join(uid)
+        return session_id
+
+    async def _skip_connected(self, request: PromptRequest, session_id: int) -> list[AgentLoopOutput]:
+        """Session 0 makes the kept segment (steps 1-4) and shares it; every session answers from it (step 5)."""
         started = time.perf_counter()
         completion = None
-        try:
+        with group_session(request.uid, self.setup.group_size, session_id, 2 * self.segment_timeout_s) as group:
             if session_id == 0:
-                segment = await self._segment(uid, prompt_ids, sampling_params, priority, kwargs)
+                segment = await self._segment(request)
                 group.publish(segment)
             else:
                 segment = await group.kept_segment(self.segment_timeout_s)
-            answering = self._answer(messages, prompt_ids, segment, sampling_params, priority, uid, session_id)
+            answering = self._answer(request, segment, session_id)
             if session_id == 0 and self.skpo.upstream_reward == "own_completion":
-                completing = self._complete_candidate(uid, prompt_ids, segment, sampling_params, priority)
+                completing = self._complete_candidate(request, segment)
                 answer_prompt, answer, completion = await group.unless_a_sibling_fails(
                     session_id, _flatten(answering, completing)
                 )
             else:
                 answer_prompt, answer = await group.unless_a_sibling_fails(session_id, answering)
-        except BaseException as error:
-            group.fail(session_id, error)
-            logger.error("skpo_agent: prompt uid=%s session %d failed: %r", uid, session_id, error)
-            raise
-        finally:
-            self._leave(group)
         downstream = self._output(answer_prompt, answer, segment, is_upstream=False, started=started)
         if session_id != 0:
             return [downstream]
-        kept = TokenOutput(token_ids=segment.token_ids, log_probs=segment.log_probs, extra_fields=segment.extra_fields)
-        upstream = self._output(prompt_ids, kept, segment, is_upstream=True, started=started)
-        if completion is not None:
-            upstream._own_completion = self._completion_output(prompt_ids, completion, started)
-            upstream.skpo_completion_tokens = len(completion.token_ids) - len(segment.candidate.token_ids)
-        return [upstream, downstream]
+        return [self._upstream_output(request, segment, completion, started), downstream]
 
-    async def _segment(self, uid, prompt_ids, sampling_params, priority, kwargs) -> KeptSegment:
+    async def _segment(self, request: PromptRequest) -> KeptSegment:
         """Steps 1-4: t_q, G candidates stopped at t_q, the early-EOS cut, the selection rule."""
-        step = int(kwargs.get("global_steps", 0))
-        t_q = self._split_length(kwargs, uid, step)
-        try:
-            candidates = await asyncio.wait_for(
-                self._candidates(uid, prompt_ids, t_q, sampling_params, priority), self.segment_timeout_s
-            )
-        except asyncio.TimeoutError:
-            raise SKPORolloutError(
-                f"prompt uid={uid}: candidates not done after {self.segment_timeout_s:g} s"
-            ) from None
+        t_q = self._split_length(request)
+        candidates = await self._candidates(request, t_q)
         ended = [self._ended(candidate.token_ids, t_q) for candidate in candidates]
         kept_lengths = [cut_early_candidate(len(c.token_ids), t_q, e) for c, e in zip(candidates, ended)]
+        return self._select(candidates, kept_lengths, ended, t_q, request.step)
+
+    def _split_length(self, request: PromptRequest) -> int:
+        """Step 1: t_q from the driver's `skpo_split_length` column, else drawn from the paper's initial L."""
+        if request.split_length is not None:
+            t_q = request.split_length
+        else:
+            cfg = self.skpo
+            _warn_once(
+                f"skpo_agent: prompts carry no '{rows.PROMPT_SPLIT_LENGTH}' column (added by skpo_verl's V1 trainer "
+                f"shim); drawing t_q from the initial length L={cfg.tracker.initial_length:g}."
+            )
+            rng = np.random.default_rng([cfg.seed, zlib.crc32(request.uid.encode())])
+            t_q = split_length(
+                cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, request.step, rng
+            )
+        if not 1 <= t_q <= self.setup.response_length:
+            raise SKPOLengthError(
+                f"split length t_q={t_q} is outside [1, actor_rollout_ref.rollout.response_length="
+                f"{self.setup.response_length}]: the kept segment is the upstream row's response. "
+                "skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
+            )
+        return t_q
+
+    async def _candidates(self, request: PromptRequest, t_q: int) -> list[TokenOutput]:
+        """Step 2: G candidates from q (algorithm.skpo.num_candidates if set), each stopped after t_q tokens."""
+        count = self.skpo.num_candidates or self.setup.group_size
+        generating = all_or_none(
+            self._generate(request, f"candidate-{k}", request.prompt_ids, t_q) for k in range(count)
+        )
+        try:
+            return await asyncio.wait_for(generating, self.segment_timeout_s)
+        except asyncio.TimeoutError:
+            raise SKPORolloutError(
+                f"prompt uid={request.uid}: candidates not done after {self.segment_timeout_s:g} s"
+            ) from None
+
+    def _ended(self, token_ids: list[int], t_q: int) -> bool:
+        """Step 3: whether a candidate stopped on its own within t_q tokens (it is then cut at half).
+
+        vLLM reports stop_reason "completed" for EOS and for max_tokens alike, so a candidate
+        shorter than t_q ended by itself; one of exactly t_q tokens ended if its last token is
+        one of the model's EOS ids (generation config, model config and tokenizer, as vLLM
+        gathers them; Llama-3 declares several).
+        """
+        return len(token_ids) < t_q or token_ids[-1] in self.setup.eos_token_ids
+
+    def _select(
+        self, candidates: list[TokenOutput], kept_lengths: list[int], ended: list[bool], t_q: int, step: int
+    ) -> KeptSegment:
+        """Step 4: the selection rule (median mean-NLL by default) over the cut candidates keeps one as s."""
         nlls = [mean_nll(candidate.log_probs[:keep]) for candidate, keep in zip(candidates, kept_lengths)]
         chosen = select_segment(nlls, self.skpo.selection, step)
         kept, keep = candidates[chosen], kept_lengths[chosen]
@@ -316,63 +322,25 @@ class SKPOAgentLoop(AgentLoopBase):
             candidate_ended=ended[chosen],
         )
 
-    def _split_length(self, kwargs: dict, uid: str, step: int) -> int:
-        """Step 1: t_q from the driver's `skpo_split_length` column, else drawn from the paper's initial L."""
-        value = kwargs.get(rows.PROMPT_SPLIT_LENGTH)
-        if value is not None:
-            t_q = int(value)
-        else:
-            cfg = self.skpo
-            _warn_once(
-                f"skpo_agent: prompts carry no '{rows.PROMPT_SPLIT_LENGTH}' column (added by skpo_verl's V1 trainer "
-                f"shim); drawing t_q from the initial length L={cfg.tracker.initial_length:g}."
-            )
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(uid.encode())])
-            t_q = split_length(cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, step, rng)
-        if not 1 <= t_q <= self.setup.response_length:
-            raise SKPOLengthError(
-                f"split length t_q={t_q} is outside [1, actor_rollout_ref.rollout.response_length="
-                f"{self.setup.response_length}]: the kept segment is the upstream row's response. "
-                "skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
-            )
-        return t_q
-
-    async def _candidates(self, uid, prompt_ids, t_q, sampling_params, priority) -> list[TokenOutput]:
-        """Step 2: G candidates from q (algorithm.skpo.num_candidates if set), each stopped after t_q tokens."""
-        return await _all_or_none(
-            self._generate(uid, f"candidate-{k}", prompt_ids, sampling_params, t_q, priority)
-            for k in range(self.skpo.num_candidates or self.setup.group_size)
-        )
-
-    def _ended(self, token_ids: list[int], t_q: int) -> bool:
-        """Step 3: whether a candidate stopped on its own within t_q tokens.
-
-        vLLM reports stop_reason "completed" for EOS and for max_tokens alike, so a candidate
-        shorter than t_q ended by itself; one of exactly t_q tokens ended if its last token is
-        one of the model's EOS ids (generation config, model config and tokenizer, as vLLM
-        gathers them; Llama-3 declares several).
-        """
-        return len(token_ids) < t_q or token_ids[-1] in self.setup.eos_token_ids
-
-    async def _answer(self, messages, prompt_ids, segment, sampling_params, priority, uid, session_id):
+    async def _answer(
+        self, request: PromptRequest, segment: KeptSegment, session_id: int
+    ) -> tuple[list[int], TokenOutput]:
         """Step 5: one answer from the downstream input; returns (that input, the answer)."""
-        answer_prompt = await self._downstream_prompt(messages, prompt_ids, segment.token_ids)
+        answer_prompt = await self._downstream_prompt(request, segment.token_ids)
         budget = self._answer_budget(len(answer_prompt), len(segment.token_ids))
-        answer = await self._generate(uid, f"answer-{session_id}", answer_prompt, sampling_params, budget, priority)
+        answer = await self._generate(request, f"answer-{session_id}", answer_prompt, budget)
         return answer_prompt, answer
 
-    async def _downstream_prompt(
-        self, messages: list[dict], prompt_ids: list[int], segment_ids: list[int]
-    ) -> list[int]:
+    async def _downstream_prompt(self, request: PromptRequest, segment_ids: list[int]) -> list[int]:
         """The answers' input for the configured conditioning (docs/algorithm.md, Rollout step 5)."""
         if self.skpo.conditioning == "unconditional":
-            ids = list(prompt_ids)
+            ids = list(request.prompt_ids)
         elif self.skpo.conditioning == "continual":
-            ids = list(prompt_ids) + list(segment_ids)
+            ids = list(request.prompt_ids) + list(segment_ids)
         elif self.skpo.skip_format == "tokens":
-            ids = list(segment_ids) + list(prompt_ids)
+            ids = list(segment_ids) + list(request.prompt_ids)
         else:
-            ids = await self._segment_in_user_turn(messages, segment_ids)
+            ids = await self._segment_in_user_turn(request.messages, segment_ids)
         if len(ids) > self.setup.prompt_length:
             raise SKPOLengthError(
                 f"downstream prompt of {len(ids)} tokens exceeds actor_rollout_ref.rollout.prompt_length="
@@ -380,6 +348,19 @@ class SKPOAgentLoop(AgentLoopBase):
                 "(skpo_verl.rollout.lengths.check_lengths(config) gives the worst case)."
             )
         return ids
+
+    async def _segment_in_user_turn(self, messages: list[dict], segment_ids: list[int]) -> list[int]:
+        """skip_format=chat: the decoded segment opens the last user turn, before the problem; re-templated."""
+        user_turns = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+        if not user_turns or not isinstance(messages[user_turns[-1]].get("content"), str):
+            raise ValueError("algorithm.skpo.skip_format=chat needs a prompt whose last user turn has text content.")
+        last = user_turns[-1]
+        segment_text = self.tokenizer.decode(segment_ids, skip_special_tokens=True)
+        rewritten = [dict(message) for message in messages]
+        rewritten[last]["content"] = segment_text + CHAT_SEPARATOR + messages[last]["content"]
+        return await self.loop.run_in_executor(
+            None, lambda: list(self.continuous_token_builder.build_initial_tokens(rewritten))
+        )
 
     def _answer_budget(self, prompt_tokens: int, segment_tokens: int) -> int:
         """An answer's max_tokens.
@@ -410,22 +391,7 @@ class SKPOAgentLoop(AgentLoopBase):
             f"{CLAMP_KEY}=true caps answers instead."
         )
 
-    async def _segment_in_user_turn(self, messages: list[dict], segment_ids: list[int]) -> list[int]:
-        """skip_format=chat: the decoded segment opens the last user turn, before the problem; re-templated."""
-        user_turns = [i for i, message in enumerate(messages) if message.get("role") == "user"]
-        if not user_turns or not isinstance(messages[user_turns[-1]].get("content"), str):
-            raise ValueError("algorithm.skpo.skip_format=chat needs a prompt whose last user turn has text content.")
-        last = user_turns[-1]
-        segment_text = self.tokenizer.decode(segment_ids, skip_special_tokens=True)
-        rewritten = [dict(message) for message in messages]
-        rewritten[last]["content"] = segment_text + CHAT_SEPARATOR + messages[last]["content"]
-        return await self.loop.run_in_executor(
-            None, lambda: list(self.continuous_token_builder.build_initial_tokens(rewritten))
-        )
-
-    async def _complete_candidate(
-        self, uid, prompt_ids, segment: KeptSegment, sampling_params, priority
-    ) -> TokenOutput:
+    async def _complete_candidate(self, request: PromptRequest, segment: KeptSegment) -> TokenOutput:
         """ "w/o MC": the kept candidate generated on to its end, q -> s -> rest, as one ordinary response.
 
         A candidate that ended within t_q is already complete (its segment is its first half);
@@ -438,47 +404,57 @@ class SKPOAgentLoop(AgentLoopBase):
         budget = self.setup.response_length - len(candidate.token_ids)
         if budget < 1:
             return candidate
-        rest = await self._generate(
-            uid, "completion", list(prompt_ids) + list(candidate.token_ids), sampling_params, budget, priority
-        )
+        rest = await self._generate(request, "completion", list(request.prompt_ids) + list(candidate.token_ids), budget)
         return TokenOutput(
             token_ids=list(candidate.token_ids) + list(rest.token_ids),
             log_probs=list(candidate.log_probs) + list(rest.log_probs),
             extra_fields=dict(rest.extra_fields),
         )
 
-    def _completion_output(self, prompt_ids, completion: TokenOutput, started: float) -> AgentLoopOutput:
-        """The completion as a plain single-turn output, for verl's reward path only (never stored)."""
-        return AgentLoopOutput(**_single_turn_fields(prompt_ids, completion, started, {}))
-
-    async def _generate(self, uid, label, prompt_ids, sampling_params, max_tokens, priority) -> TokenOutput:
+    async def _generate(
+        self, request: PromptRequest, label: str, prompt_ids: list[int], max_tokens: int
+    ) -> TokenOutput:
+        """One server request for this prompt (`label` names it in errors), checked against the generate contract."""
         # Log-probs always: the kept segment's NLL and every row's rollout_log_probs need them, and
         # all rows of a batch must carry the same columns.
-        params = dict(sampling_params, max_tokens=int(max_tokens), logprobs=True)
-        request = f"{label} of prompt uid={uid}"
+        params = dict(request.sampling_params, max_tokens=int(max_tokens), logprobs=True)
+        name = f"{label} of prompt uid={request.uid}"
         output: TokenOutput = await self.server_manager.generate(
-            request_id=self._request_id(uid, label, priority),
+            request_id=self._request_id(request, label),
             prompt_ids=list(prompt_ids),
             sampling_params=params,
-            priority=priority,
+            priority=request.priority,
         )
         if output.stop_reason in ("aborted", "abort"):
-            raise SKPORolloutError(f"{request} was aborted by the rollout server")
+            raise SKPORolloutError(f"{name} was aborted by the rollout server")
         if not output.token_ids:
-            raise SKPORolloutError(f"{request} returned no tokens")
+            raise SKPORolloutError(f"{name} returned no tokens")
         if output.log_probs is None or len(output.log_probs) != len(output.token_ids):
-            raise SKPORolloutError(f"{request} returned no per-token log-probs (asked with logprobs=True)")
+            raise SKPORolloutError(f"{name} returned no per-token log-probs (asked with logprobs=True)")
         if len(output.token_ids) > max_tokens:
-            raise SKPORolloutError(f"{request} returned {len(output.token_ids)} tokens for max_tokens={max_tokens}")
+            raise SKPORolloutError(f"{name} returned {len(output.token_ids)} tokens for max_tokens={max_tokens}")
         return output
 
-    def _request_id(self, uid: str, label: str, priority: int) -> str:
+    def _request_id(self, request: PromptRequest, label: str) -> str:
         # verl's router is sticky per request id (workers/rollout/router.py ~l.170-187): one id per
         # prompt sends its candidates and answers to one replica, where q and [s, q] are prefix-cache
         # hits. Under full determinism verl hands the id to vLLM itself, so requests need distinct ones.
         if self.rollout_config.get("full_determinism", False):
-            return f"det-{priority}-{label}"
-        return uid
+            return f"det-{request.priority}-{label}"
+        return request.uid
+
+    def _upstream_output(
+        self, request: PromptRequest, segment: KeptSegment, completion: TokenOutput | None, started: float
+    ) -> SKPOAgentLoopOutput:
+        """The upstream row (q -> s); with "w/o MC", also the kept candidate's completion for the reward shim."""
+        kept = TokenOutput(token_ids=segment.token_ids, log_probs=segment.log_probs, extra_fields=segment.extra_fields)
+        upstream = self._output(request.prompt_ids, kept, segment, is_upstream=True, started=started)
+        if completion is not None:
+            upstream._own_completion = AgentLoopOutput(
+                **_single_turn_fields(request.prompt_ids, completion, started, {})
+            )
+            upstream.skpo_completion_tokens = len(completion.token_ids) - len(segment.candidate.token_ids)
+        return upstream
 
     def _output(self, prompt_ids, answer: TokenOutput, segment: KeptSegment, *, is_upstream: bool, started: float):
         extra_fields = dict(answer.extra_fields)
@@ -497,24 +473,6 @@ class SKPOAgentLoop(AgentLoopBase):
             skpo_completion_reward=0.0,
             skpo_completion_tokens=0,
         )
-
-    def _join(self, uid: str) -> _PromptGroup:
-        group = self._groups.get(uid)
-        if group is None:
-            group = self._groups[uid] = _PromptGroup(uid, self.setup.group_size, asyncio.get_running_loop())
-            # Sessions that never arrive (a group smaller than rollout.n) must not leak the entry.
-            asyncio.get_running_loop().call_later(2 * self.segment_timeout_s, self._forget, group)
-        return group
-
-    def _leave(self, group: _PromptGroup) -> None:
-        group.finished_sessions += 1
-        if group.finished_sessions >= group.size:
-            self._forget(group)
-
-    @classmethod
-    def _forget(cls, group: _PromptGroup) -> None:
-        if cls._groups.get(group.uid) is group:
-            del cls._groups[group.uid]
 
 
 def _single_turn_fields(prompt_ids, answer: TokenOutput, started: float, extra_fields: dict) -> dict:
@@ -535,20 +493,8 @@ def _single_turn_fields(prompt_ids, answer: TokenOutput, started: float, extra_f
 
 async def _flatten(answering: Awaitable, completing: Awaitable) -> tuple:
     """(answer prompt, answer, completion): session 0's answer and the kept candidate's completion, together."""
-    (answer_prompt, answer), completion = await _all_or_none([answering, completing])
+    (answer_prompt, answer), completion = await all_or_none([answering, completing])
     return answer_prompt, answer, completion
-
-
-async def _all_or_none(requests) -> list:
-    """Run requests concurrently; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(request) for request in requests]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 _warned: set[str] = set()

@@ -9,6 +9,7 @@ trackers. The V1 trainer shim (`skpo_verl.patches.trainer_v1`) calls
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,18 +35,15 @@ def compute_skpo_advantage(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
 
+    The three parts in order: `skpo_advantages` (pure), `update_trackers`, `step_metrics`.
     The configuration is the one the state was built with at start-up (`skpo_state.config`);
     `config` and `index` are verl's registry arguments and are not read.
-
-    A prompt drawn twice in one step (the prioritized sampler draws with replacement) has one
-    upstream row per occurrence: each gets its advantage against the same V_prev(q), and the
-    trackers take one update per prompt per step, with the mean R_I and mean observed length
-    of its occurrences (docs/algorithm.md, Sampling).
 
     Args:
         token_level_rewards: [B, T]; a row's reward is the sum over its response tokens.
         response_mask: [B, T].
         skpo_rows, skpo_state: supplied by the V1 trainer shim (see module doc).
+        global_step: the trainer's step (the trackers' clock).
         metrics: updated in place with `skpo/*` metrics when given.
         logprob_divergences: prompt key -> D, for `tracker.divergence=logprob` (measured by the shim).
     Returns:
@@ -57,43 +55,88 @@ def compute_skpo_advantage(
             "shim passes. It was called without them: run verl 0.9.1's V1 trainer (trainer.use_v1=true) with "
             "skpo-verl installed, and check the start-up log for '[skpo_verl] ERROR' lines."
         )
-    cfg = skpo_state.config
-    rows = skpo_rows
+    step = skpo_advantages(token_level_rewards, response_mask, skpo_rows, skpo_state)
+    rhos = update_trackers(skpo_state, step, global_step, logprob_divergences)
+    if metrics is not None:
+        metrics.update(step_metrics(skpo_rows, step, rhos, skpo_state))
+    dtype = token_level_rewards.dtype
+    advantages = torch.from_numpy(step.advantages).to(dtype)[:, None] * response_mask.to(dtype)
+    return advantages, advantages.clone()
+
+
+@dataclass(frozen=True)
+class AdvantageStep:
+    """One batch's advantages and what the trackers are to learn from it; rows are the batch's, padding included."""
+
+    advantages: np.ndarray  # float [B]: each row's scalar advantage, 0 on padding rows
+    rewards: np.ndarray  # float [B]: each row's outcome reward (sum over its response tokens)
+    lengths: np.ndarray  # float [B]: response tokens per row
+    upstream: np.ndarray  # bool [B]: real (not padding) upstream rows
+    downstream: np.ndarray  # bool [B]: real downstream rows
+    # One entry per real upstream row, in batch order:
+    upstream_keys: np.ndarray  # the prompt's stable key (tracker key)
+    upstream_rewards: np.ndarray  # R_I
+    baselines: np.ndarray  # V_prev(q), reward space
+    observed_lengths: np.ndarray  # this step's L_q observation
+
+
+def skpo_advantages(
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, rows: SKPORows, state: SKPOState
+) -> AdvantageStep:
+    """Downstream group advantages and upstream advantages against V_prev(q); reads the trackers, changes nothing.
+
+    Padding rows (verl's copies of a real row, `rows.is_padding`) get advantage 0 and are no
+    one's group member, upstream reward or observation.
+    """
+    cfg = state.config
     mask = response_mask.to(torch.float64)
     rewards = (token_level_rewards.to(torch.float64) * mask).sum(dim=-1).cpu().numpy()
     lengths = mask.sum(dim=-1).cpu().numpy()
-
     up = rows.is_upstream & ~rows.is_padding
     down = ~rows.is_upstream & ~rows.is_padding
     _check_groups(rows.groups[up], rows.groups[down])
 
-    adv = np.zeros(len(rewards), dtype=np.float64)
-    adv[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps, cfg.downstream_norm)
-
+    advantages = np.zeros(len(rewards), dtype=np.float64)
+    advantages[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps, cfg.downstream_norm)
     completion = rows.completion_rewards[up] if rows.completion_rewards is not None else None
     up_rewards = upstream_rewards(
         rewards[down], rows.groups[down], rows.groups[up], cfg.upstream_reward, rows.sessions[down], completion
     )
     up_keys = rows.prompt_keys[up]
-    baselines = np.array([tracker_to_reward(skpo_state.values.value(k)) for k in up_keys], dtype=np.float64)
-    adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
-
-    observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
-    divergences = logprob_divergences or {}
-    rhos = {}
-    for key, reward, length in _one_observation_per_prompt(up_keys, up_rewards, observed_lengths):
-        rhos[key] = rho = skpo_state.forgetting(key, global_step, divergences.get(key))
-        skpo_state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
-        skpo_state.lengths.update(key, float(length), float(rho), global_step)
-
-    if metrics is not None:
-        metrics.update(
-            _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, skpo_state, up_keys)
-        )
-    advantages = torch.from_numpy(adv).to(token_level_rewards.dtype)[:, None] * response_mask.to(
-        token_level_rewards.dtype
+    baselines = np.array([tracker_to_reward(state.values.value(k)) for k in up_keys], dtype=np.float64)
+    advantages[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
+    return AdvantageStep(
+        advantages=advantages,
+        rewards=rewards,
+        lengths=lengths,
+        upstream=up,
+        downstream=down,
+        upstream_keys=up_keys,
+        upstream_rewards=up_rewards,
+        baselines=baselines,
+        observed_lengths=_observed_lengths(rows, lengths, up, down, cfg.conditioning),
     )
-    return advantages, advantages.clone()
+
+
+def update_trackers(
+    state: SKPOState, step: AdvantageStep, global_step: int, divergences: dict | None = None
+) -> dict[Any, float]:
+    """The value and length trackers learn this step's observations; returns rho per updated prompt key.
+
+    A prompt drawn twice in one step (the prioritized sampler draws with replacement) has one
+    upstream row per occurrence, each judged against the same V_prev(q); the trackers take one
+    update per prompt per step, with the mean R_I and mean observed length of its occurrences
+    (docs/algorithm.md, Trackers).
+    """
+    divergences = divergences or {}
+    rhos = {}
+    for key, reward, length in _one_observation_per_prompt(
+        step.upstream_keys, step.upstream_rewards, step.observed_lengths
+    ):
+        rhos[key] = rho = state.forgetting(key, global_step, divergences.get(key))
+        state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
+        state.lengths.update(key, float(length), float(rho), global_step)
+    return rhos
 
 
 def _one_observation_per_prompt(keys, rewards, lengths):
@@ -137,28 +180,31 @@ def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> n
     return np.array(observed, dtype=np.float64)
 
 
-def _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, state, up_keys) -> dict:
+def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOState) -> dict[str, float]:
+    """The `skpo/*` metrics of one step; the tracker ones as of after `update_trackers`."""
+    up, down = step.upstream, step.downstream
     down_groups = rows.groups[down]
-    down_rewards = rewards[down]
+    down_rewards = step.rewards[down]
     zero_groups = [
         np.all(down_rewards[down_groups == g] == down_rewards[down_groups == g][0]) for g in set(down_groups)
     ]
-    raw_up_adv = up_rewards - baselines
+    raw_up_adv = step.upstream_rewards - step.baselines
+    keys = step.upstream_keys
     out = {
-        "skpo/upstream/reward_mean": _mean(up_rewards),
-        "skpo/upstream/reward_std": _std(up_rewards),
-        "skpo/upstream/baseline_mean": _mean(baselines),
+        "skpo/upstream/reward_mean": _mean(step.upstream_rewards),
+        "skpo/upstream/reward_std": _std(step.upstream_rewards),
+        "skpo/upstream/baseline_mean": _mean(step.baselines),
         "skpo/upstream/advantage_mean": _mean(raw_up_adv),
         "skpo/upstream/advantage_std": _std(raw_up_adv),
         "skpo/upstream/segment_length_mean": _mean(rows.segment_lengths[up]),
         "skpo/upstream/rows": int(up.sum()),
         "skpo/downstream/reward_mean": _mean(down_rewards),
-        "skpo/downstream/advantage_abs_mean": _mean(np.abs(adv[down])),
+        "skpo/downstream/advantage_abs_mean": _mean(np.abs(step.advantages[down])),
         "skpo/downstream/zero_adv_group_rate": _mean(np.array(zero_groups, dtype=np.float64)),
-        "skpo/downstream/answer_length_mean": _mean(lengths[down]),
+        "skpo/downstream/answer_length_mean": _mean(step.lengths[down]),
         "skpo/downstream/rows": int(down.sum()),
-        "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(state.values.value(k)) for k in up_keys])),
-        "skpo/tracker/length_mean": _mean(np.array([state.lengths.value(k) for k in up_keys])),
+        "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(state.values.value(k)) for k in keys])),
+        "skpo/tracker/length_mean": _mean(np.array([state.lengths.value(k) for k in keys])),
         "skpo/tracker/rho_mean": _mean(list(rhos.values())),
         "skpo/tracker/prompts": len(state.values),
         "skpo/split_length_mean": _mean(rows.split_lengths[up]),

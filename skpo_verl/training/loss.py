@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from skpo_verl.config import LossConfig
-from skpo_verl.core.loss import skpo_loss
+from skpo_verl.core.loss import skpo_loss, skpo_loss_diagnostics
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,14 @@ def skpo_policy_loss(
     if config is not None and getattr(config, "global_batch_info", None):
         dp_size = int(config.global_batch_info.get("dp_size", 1) or 1)
     loss_cfg = roles.loss
-    loss, parts = skpo_loss(
+    inputs = (
         log_prob,
         old_log_prob,
         advantages,
         response_mask,
         roles.is_upstream.to(device=log_prob.device, dtype=torch.bool),
+    )
+    settings = dict(
         upstream_rows=roles.upstream_rows,
         downstream_tokens=roles.downstream_tokens,
         upstream_weight=loss_cfg.upstream_weight,
@@ -88,6 +90,7 @@ def skpo_policy_loss(
         upstream_clip=loss_cfg.upstream_clip,
         downstream_clip_low=loss_cfg.downstream_clip_low,
         downstream_clip_high=loss_cfg.downstream_clip_high,
-        scale=float(dp_size),
     )
-    return loss, {f"skpo/loss/{name}": value for name, value in parts.items()}
+    loss = skpo_loss(*inputs, **settings, scale=float(dp_size))
+    diagnostics = skpo_loss_diagnostics(*inputs, **settings)
+    return loss, {f"skpo/loss/{name}": value for name, value in diagnostics.items()}
