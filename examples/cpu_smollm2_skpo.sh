@@ -35,7 +35,7 @@ MAX_TOKEN_LEN_PER_GPU=${MAX_TOKEN_LEN_PER_GPU:-2048}
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [[ "${PRINT_OVERRIDES:-0}" != 1 ]]; then
   if [[ -z "${MODEL_PATH:-}" ]]; then
-    eval "$(skpo-prepare-model smollm2-135m-instruct --output-dir "$WORKDIR/model" | tail -n 1)"
+    eval "$(python3 -m skpo_verl.models.prepare smollm2-135m-instruct --output-dir "$WORKDIR/model" | tail -n 1)"
   fi
   if [[ -z "${TRAIN_FILE:-}" ]]; then
     eval "$(python3 -m skpo_verl.demo.word_problems --output-dir "$WORKDIR/word_problems" --val-size "$VAL_SIZE")"

@@ -53,6 +53,7 @@ from skpo_verl.benchmarks.learning import mean_curve, run_points, seed_overrides
 from skpo_verl.demo.report import read_metrics
 
 LAUNCHER = REPO / "examples" / "cpu_smollm2_skpo.sh"
+SKPO_EVALUATE = (sys.executable, "-m", "skpo_verl.evaluation.cli")  # the console script, with this interpreter
 MODEL = "smollm2-135m-instruct"
 METHODS = ("grpo", "skpo")
 SEEDS = (0, 1)
@@ -112,7 +113,7 @@ def prepare(workdir: Path, settings: Settings) -> dict[str, str]:
     """The checkpoint and the word problems, built once (both commands reuse what is already there)."""
     paths = {}
     for command in (
-        ["skpo-prepare-model", MODEL, "--output-dir", str(workdir / "model")],
+        [sys.executable, "-m", "skpo_verl.models.prepare", MODEL, "--output-dir", str(workdir / "model")],
         [
             sys.executable,
             "-m",
@@ -178,7 +179,7 @@ def evaluate(model: Path, val_file: str, eval_dir: Path, method: str, settings: 
     common = ["--generations", str(generations)]
     subprocess.run(
         [
-            "skpo-evaluate",
+            *SKPO_EVALUATE,
             "generate",
             "--backend",
             "hf",
@@ -198,7 +199,7 @@ def evaluate(model: Path, val_file: str, eval_dir: Path, method: str, settings: 
     )
     results = eval_dir / "results.json"
     score = ["score", "--base-model", "SmolLM2-135M-Instruct", "--method", method, "--results", str(results)]
-    subprocess.run(["skpo-evaluate", *score, "--samples", "1", *common], check=True, capture_output=True)
+    subprocess.run([*SKPO_EVALUATE, *score, "--samples", "1", *common], check=True, capture_output=True)
     scores = json.loads(results.read_text())["entries"]
     return next(e["scores"] for e in scores if e["method"] == method)["skpo_word_problems"]
 
