@@ -43,6 +43,10 @@ setup(
         "psutil",
         # skpo-evaluate/skpo-analyze --backend openai (its client retries with backoff).
         "openai",
+        # skpo-prepare-model reads GGUF files through transformers, which needs these two (gguf: a
+        # 118 kB pure-Python wheel whose own dependencies verl already brings; accelerate: verl's).
+        "gguf",
+        "accelerate",
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff==0.17.6"],
@@ -55,6 +59,7 @@ setup(
             "skpo-prepare-data = skpo_verl.data_prep.prepare:main",
             "skpo-evaluate = skpo_verl.evaluation.cli:main",
             "skpo-analyze = skpo_verl.analysis.cli:main",
+            "skpo-prepare-model = skpo_verl.models.prepare:main",
         ],
     },
 )

@@ -88,7 +88,8 @@ def server_throughput(model_path: str) -> list[dict]:
 # ---- 2. training runs --------------------------------------------------------------------
 
 
-def _tree_pss(root: psutil.Process, ray_dir: str) -> int:
+def tree_pss(root: psutil.Process, ray_dir: str) -> int:
+    """PSS of `root`, its children and every process of the Ray cluster whose temp dir is `ray_dir`."""
     processes = {root.pid: root}
     with contextlib.suppress(psutil.NoSuchProcess):
         processes.update({child.pid: child for child in root.children(recursive=True)})
@@ -121,8 +122,8 @@ def _end_ray(ray_dir: str) -> None:
         process.kill()
 
 
-def run_launcher(run_dir: Path, variables: dict, overrides: list, poll=None) -> int:
-    """Run `examples/cpu_tiny_skpo.sh` on a local Ray cluster of its own; return its exit code.
+def run_launcher(run_dir: Path, variables: dict, overrides: list, poll=None, launcher: Path = LAUNCHER) -> int:
+    """Run `launcher` (default `examples/cpu_tiny_skpo.sh`) on a local Ray cluster of its own; return its exit code.
 
     `variables` are the launcher's environment variables (ALGO, STEPS, WORKDIR, ...), `overrides`
     its extra Hydra overrides; output goes to `run_dir/output.log` and verl's metrics to
@@ -133,7 +134,7 @@ def run_launcher(run_dir: Path, variables: dict, overrides: list, poll=None) -> 
     env.pop("VERL_FILE_LOGGER_PATH", None)
     command = [
         "bash",
-        str(LAUNCHER),
+        str(launcher),
         *overrides,
         "+ray_kwargs.ray_init.address=local",
         f"+ray_kwargs.ray_init._temp_dir={ray_dir}",
@@ -165,7 +166,7 @@ def train(algo: str, steps: int, workdir: str, out_dir: Path) -> dict:
     peak = [0]
 
     def measure(process, ray_dir):
-        peak[0] = max(peak[0], _tree_pss(psutil.Process(process.pid), ray_dir))
+        peak[0] = max(peak[0], tree_pss(psutil.Process(process.pid), ray_dir))
 
     started = time.monotonic()
     returncode = run_launcher(run_dir, variables, [f"trainer.test_freq={steps}"], poll=measure)

@@ -7,6 +7,7 @@
         --results results.json                                                            # CPU
     skpo-evaluate render --results results.json --out-dir tables/                         # CPU
     skpo-evaluate render --results results.json --compare GRPO SKPO                       # B - A, paired
+    skpo-evaluate generate --backend hf --model CKPT --data-file val.parquet --temperature 0 ...  # any held-out set
 
 `score` adds (or replaces) one row of the results file, with each problem's count of right
 answers, and re-renders the tables; `render` only re-renders from the results file. Tables
@@ -33,6 +34,7 @@ from skpo_verl.evaluation.protocol import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     benchmark,
+    held_out_set,
 )
 from skpo_verl.evaluation.uncertainty import DEFAULT_REPLICATES
 
@@ -53,7 +55,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True)
 
     gen = commands.add_parser("generate", help="sample answers (vllm, hf or an OpenAI-compatible server)")
-    gen.add_argument("--data-dir", required=True, help="folder with the benchmark parquets from skpo-prepare-data")
+    data = gen.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data-dir", help="folder with the benchmark parquets from skpo-prepare-data")
+    data.add_argument(
+        "--data-file", help="one verl parquet outside Table 1 (e.g. a training task's held-out set), --samples each"
+    )
+    gen.add_argument("--samples", type=int, help="with --data-file: answers per problem, avg@k's k (default 1)")
     gen.add_argument("--generations", required=True, help="output JSON-lines file (appended to: reruns resume)")
     gen.add_argument(
         "--benchmarks",
@@ -69,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     score.add_argument("--method", required=True, help="table row, e.g. SKPO")
     score.add_argument("--results", required=True, help="results JSON file (created if missing)")
     score.add_argument("--out-dir", help="where to render the tables (default: next to --results)")
+    score.add_argument(
+        "--samples", type=int, help="k of avg@k for data sources outside Table 1 (a --data-file's; its --samples)"
+    )
 
     add_uncertainty_arguments(score)
 
@@ -102,16 +112,36 @@ def uncertainty_from(args: argparse.Namespace) -> table.Uncertainty:
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    if args.samples is not None and args.data_file is None:
+        raise ValueError("--samples goes with --data-file; Table 1 benchmarks take the protocol's k.")
     benchmarks = [benchmark(name.strip()) for name in args.benchmarks.split(",") if name.strip()]
-    written = generate(make_backend(args), args.data_dir, args.generations, sampling_from(args), benchmarks)
+    written = generate(
+        make_backend(args),
+        args.data_dir,
+        args.generations,
+        sampling_from(args),
+        benchmarks,
+        data_file=args.data_file,
+        samples=args.samples or 1,
+    )
     print(f"{written} samples written to {args.generations}")
 
 
 def run_score(args: argparse.Namespace) -> None:
     generations = scoring.read_generations(args.generations)
-    counts = scoring.correct_counts(generations, scoring.judge_all(generations))
+    table_one = {bench.data_source for bench in BENCHMARKS}
+    others = sorted({sample["data_source"] for sample in generations} - table_one)
+    if others and args.samples is None:
+        raise ValueError(
+            f"{', '.join(others)} is not a Table 1 benchmark: give its samples per problem with --samples K."
+        )
+    samples = {source: held_out_set(source, args.samples).samples for source in others}
+    counts = scoring.correct_counts(generations, scoring.judge_all(generations), samples=samples)
+    scores = scoring.scores_from_counts(counts)
+    for source in others:  # the tables show Table 1's columns only
+        print(f"{source}: avg@{args.samples} = {scores[source]:.1f}")
     results = table.load_results(args.results) if os.path.exists(args.results) else {"entries": []}
-    table.add_entry(results, args.base_model, args.method, scoring.scores_from_counts(counts), counts)
+    table.add_entry(results, args.base_model, args.method, scores, counts)
     table.save_results(results, args.results)
     args.compare = None
     run_render(args)

@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from skpo_verl.evaluation.backends import Backend, Request, Sampling
-from skpo_verl.evaluation.protocol import BENCHMARKS, Benchmark
+from skpo_verl.evaluation.protocol import BENCHMARKS, Benchmark, held_out_set
 
 
 def done_keys(path: str) -> set[tuple[str, int, int]]:
@@ -48,19 +48,37 @@ def load_benchmark(data_dir: str, bench: Benchmark) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
+def load_data_file(path: str, samples: int = 1) -> list[tuple[Benchmark, pd.DataFrame]]:
+    """A verl parquet outside Table 1 (e.g. a training task's held-out file), one set per data_source in it."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--data-file {path}: no such file")
+    frame = pd.read_parquet(path)
+    missing = {"data_source", "prompt", "reward_model", "extra_info"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"--data-file {path} lacks the verl columns {sorted(missing)}")
+    return [(held_out_set(source, samples), rows) for source, rows in frame.groupby("data_source", sort=False)]
+
+
 def generate(
     backend: Backend,
-    data_dir: str,
+    data_dir: str | None,
     out_path: str,
     sampling: Sampling = Sampling(),  # noqa: B008 - a frozen dataclass, safe to share
     benchmarks: Sequence[Benchmark] = BENCHMARKS,
+    data_file: str | None = None,
+    samples: int = 1,
 ) -> int:
     """Append the missing samples to out_path (JSON lines: data_source, index, sample, ground_truth,
-    response); returns how many were generated."""
+    response); returns how many were generated. With `data_file`, its problems `samples` times each
+    instead of `benchmarks` from `data_dir`."""
     done = done_keys(out_path)
     records, requests = [], []
-    for bench in benchmarks:
-        for row in load_benchmark(data_dir, bench).itertuples():
+    if data_file is not None:
+        sets = load_data_file(data_file, samples)
+    else:
+        sets = [(bench, load_benchmark(data_dir, bench)) for bench in benchmarks]
+    for bench, frame in sets:
+        for row in frame.itertuples():
             index = int(row.extra_info["index"])
             for sample in range(bench.samples):
                 if (row.data_source, index, sample) in done:

@@ -39,3 +39,11 @@ def benchmark(data_source: str) -> Benchmark:
     raise ValueError(
         f"{data_source!r} is not a Table 1 benchmark; expected one of {', '.join(b.data_source for b in BENCHMARKS)}."
     )
+
+
+def held_out_set(data_source: str, samples: int = 1) -> Benchmark:
+    """A held-out set outside Table 1, e.g. a training task's validation parquet (`generate --data-file`):
+    graded by the SKPO reward like the math benchmarks, `samples` answers per problem, not in the tables."""
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {samples}.")
+    return Benchmark(data_source, data_source, samples)
