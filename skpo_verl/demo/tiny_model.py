@@ -32,8 +32,10 @@ class TinyModelSpec:
     hidden_size: int = 64
     intermediate_size: int = 128
     num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
+    # Heads of 32 dimensions: vLLM's CPU attention refuses head_dim 16 (32 and 64 work), and the
+    # demo runs on both CPU rollouts. One key/value head keeps the k/v projections 64 x 32 wide.
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
     max_position_embeddings: int = 2048
     seed: int = 0
     chat_template: str = CHAT_TEMPLATE
