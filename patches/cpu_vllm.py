@@ -86,7 +86,8 @@ class _VLLMDistributionAlias(importlib.metadata.DistributionFinder):
     def find_spec(self, fullname, path=None, target=None):
         return None
 
-    def find_distributions(self, context=importlib.metadata.DistributionFinder.Context()):
+    def find_distributions(self, context=None):
+        context = context or importlib.metadata.DistributionFinder.Context()
         if context.name is None or re.sub(r"[-_.]+", "-", context.name).lower() != "vllm":
             return iter(())
         if any(not isinstance(finder, _VLLMDistributionAlias) and _finds_vllm(finder) for finder in sys.meta_path):
@@ -148,7 +149,7 @@ def install_worker_reload(vllm_rollout_utils) -> None:
     )
 
 
-def _update_weights_in_place(self, peft_config: dict = None, base_sync_done=False, use_shm: bool = False):
+def _update_weights_in_place(self, peft_config: dict | None = None, base_sync_done=False, use_shm: bool = False):
     """`update_weights_from_ipc` on the host: verl's receiver and loader inside vLLM's in-place reload."""
     import torch
     from verl.utils.vllm.vllm_quant_utils import is_quantized_model
