@@ -62,10 +62,10 @@ class ShortPollReplayBuffer(ReplayBuffer):
             **kwargs,
         )
 
-    def _sync_metadata_from_transfer_queue(self):
-        """verl's read of the prompts' status, then: a prompt that failed in rollout fails the step."""
-        super()._sync_metadata_from_transfer_queue()
-        raise_failed_prompts(self.failure_keys)
+    def _terminal_eviction_reasons(self, global_steps, partition_id):
+        """Called by `sample` right after each read of the prompts' status: a failed prompt fails the step."""
+        raise_failed_prompts(partition_id, self.failure_keys[partition_id])
+        return super()._terminal_eviction_reasons(global_steps, partition_id)
 
 
 def _refuse_what_verl_does_not_pass(refill_fn) -> None:

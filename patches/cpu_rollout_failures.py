@@ -64,24 +64,19 @@ def describe(error: BaseException, where: str) -> str:
     return text
 
 
-def raise_failed_prompts(failure_keys: dict[str, set]) -> None:
-    """Raise `RolloutFailed` naming each failed prompt of `failure_keys` (partition -> uids) and its error."""
-    failed = {partition: sorted(uids) for partition, uids in failure_keys.items() if uids}
-    if not failed:
+def raise_failed_prompts(partition_id: str, failed_uids: set[str]) -> None:
+    """Raise `RolloutFailed` naming each failed prompt of the partition and the error that failed it."""
+    if not failed_uids:
         return
     import transfer_queue as tq
 
-    tags = tq.kv_list() or {}
-    lines = []
-    for partition, uids in failed.items():
-        for uid in uids:
-            error = tags.get(partition, {}).get(uid, {}).get(ERROR_TAG)
-            lines.append(
-                f"[{partition}] prompt uid={uid}: "
-                + (error or "no error recorded; see 'Error in _run_prompt' in the agent-loop worker's log")
-            )
-    count = sum(len(uids) for uids in failed.values())
+    tags = (tq.kv_list(partition_id) or {}).get(partition_id, {})
+    lines = [
+        f"prompt uid={uid}: "
+        + (tags.get(uid, {}).get(ERROR_TAG) or "no error recorded; see 'Error in _run_prompt' in the agent-loop log")
+        for uid in sorted(failed_uids)
+    ]
     raise RolloutFailed(
-        f"{count} prompt(s) of this step failed in rollout; the step stops rather than train on what is left "
-        "(CPU backend, docs/cpu_backend.md):\n" + "\n".join(lines)
+        f"{len(failed_uids)} prompt(s) of partition '{partition_id}' failed in rollout; the step stops rather than "
+        "train on the rest (CPU backend, docs/cpu_backend.md):\n" + "\n".join(lines)
     )

@@ -38,6 +38,12 @@ each is adapted here, only when `VERL_PLATFORM=cpu` is set:
    checks the engine's `update_weights_from_ipc` call; when that call has ended, its error is
    raised, with the engine's message.
 
+4. A request vLLM ends with an error is an error. vLLM 0.32 finishes a request whose processing
+   failed inside the engine with finish_reason "error" (`vllm/v1/engine/__init__.py` `FinishReason`);
+   `vLLMHttpServer.generate` (`vllm_async_server.py` l.720-727) passes it on as `stop_reason`, and
+   an agent loop that does not look (verl's `single_turn_agent`) stores what came, an answer
+   scored -1. On the host `generate` raises instead, naming the request.
+
 Sleep mode, CUDA IPC, CUDA graphs and LoRA adapters do not exist on the host; the launcher turns
 them off (`examples/common.sh`, `add_cpu_settings`) and the weight update refuses LoRA,
 quantized and MTP-drafter models by name. docs/cpu_backend.md lists what runs as on a GPU.
@@ -237,20 +243,16 @@ class _ReceiverWatchingSocket:
 
     def __init__(self, socket, receiver):
         self._socket = socket
-        self._receiver = receiver
+        # The receiver's Ray future, looked at without blocking the worker's event loop.
+        self._receiver = receiver.future() if receiver is not None else None
 
     def __getattr__(self, name):
         return getattr(self._socket, name)
 
     def _wait(self, event: int, what: str) -> None:
         while not self._socket.poll(int(RECEIVER_POLL_S * 1000), event):
-            if self._receiver is None:
-                continue
-            import ray
-
-            ready, _ = ray.wait([self._receiver], timeout=0)
-            if ready:
-                ray.get(self._receiver)  # raises the engine's error
+            if self._receiver is not None and self._receiver.done():
+                self._receiver.result()  # raises the engine's error
                 raise RuntimeError(
                     f"vLLM's weight receiver returned while the trainer was waiting to {what}: the transfer is "
                     "incomplete"
@@ -263,3 +265,38 @@ class _ReceiverWatchingSocket:
     def recv(self, *args, **kwargs):
         self._wait(zmq.POLLIN, "receive the engine's acknowledgement")
         return self._socket.recv(*args, **kwargs)
+
+
+# --- 4. requests the engine ended with an error ---------------------------------------------------
+
+# The stop reasons of a request that ran to its end (verl maps vLLM's "stop" and "length" to
+# "completed") or was aborted by verl itself (weight sync of the async trainers).
+_FINISHED = ("completed", "aborted")
+
+
+def install_server_checks(vllm_async_server) -> None:
+    """Hook on `verl.workers.rollout.vllm_rollout.vllm_async_server` (the `vLLMHttpServer` actor)."""
+    require_verl_version("skpo_verl.patches.cpu_vllm:install_server_checks")
+    if not cpu_backend_requested():
+        return
+    from skpo_verl.patches.wrapping import wrap
+
+    wrap(
+        vllm_async_server.vLLMHttpServer,
+        "generate",
+        ("self", "prompt_ids", "sampling_params", "request_id"),
+        _refuse_errored_requests,
+    )
+
+
+def _refuse_errored_requests(original):
+    async def generate(self, prompt_ids, sampling_params, request_id, *args, **kwargs):
+        output = await original(self, prompt_ids, sampling_params, request_id, *args, **kwargs)
+        if output.stop_reason not in _FINISHED:
+            raise RuntimeError(
+                f"vLLM ended request {request_id} with finish_reason {output.stop_reason!r} after "
+                f"{len(output.token_ids)} tokens (an engine-side failure of this request; see the vLLM log above)"
+            )
+        return output
+
+    return generate

