@@ -196,8 +196,9 @@ add_vllm_cpu_settings() {
   # The actor trains in fp32 on the host; generating in fp32 too (verl's default is bf16) keeps
   # the engine's log-probs equal to the actor's recomputed ones.
   add actor_rollout_ref.rollout.dtype=float32
-  # The KV cache's share of host memory (vLLM's CPU worker reads gpu_memory_utilization so).
-  add actor_rollout_ref.rollout.gpu_memory_utilization=0.1
+  # The KV cache's size in host memory (256 MiB hold ~260k of the tiny model's tokens). Without it
+  # vLLM's CPU worker reserves gpu_memory_utilization x host memory (verl's 0.5: half the machine).
+  add +actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=268435456
   # No CUDA graphs or sleep mode on a host (vLLM refuses enable_sleep_mode there); the engine
   # keeps its weights and KV cache between steps, so there is nothing to free or wake.
   add actor_rollout_ref.rollout.enforce_eager=True actor_rollout_ref.rollout.free_cache_engine=False

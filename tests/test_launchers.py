@@ -268,4 +268,4 @@ def test_cpu_launcher_with_rollout_vllm_switches_off_what_a_host_lacks_and_only_
     validate_like_verl(config)
     rollout = config.actor_rollout_ref.rollout
     assert (rollout.enable_sleep_mode, rollout.free_cache_engine, rollout.enforce_eager) == (False, False, True)
-    assert rollout.dtype == "float32" and rollout.gpu_memory_utilization == 0.1
+    assert rollout.dtype == "float32" and rollout.engine_kwargs.vllm.kv_cache_memory_bytes == 256 * 2**20

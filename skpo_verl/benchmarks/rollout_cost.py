@@ -202,7 +202,7 @@ def run(
 # verl's vLLM server on vLLM's CPU build, as `add_vllm_cpu_settings` in examples/common.sh sets it
 # for training (tests/test_launchers.py checks the two agree), serving the checkpoint as it is.
 VLLM_CPU_OVERRIDES = (
-    "actor_rollout_ref.rollout.gpu_memory_utilization=0.1",
+    "+actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=268435456",
     "actor_rollout_ref.rollout.enforce_eager=True",
     "actor_rollout_ref.rollout.free_cache_engine=False",
     "+actor_rollout_ref.rollout.enable_sleep_mode=False",

@@ -109,7 +109,15 @@ class VllmBackend:
         options = {}
         if current_platform.is_cpu():
             # No CUDA graphs on a host, and compiling the model would cost more than a small evaluation.
-            options = {"enforce_eager": True, "gpu_memory_utilization": self.CPU_MEMORY_SHARE}
+            # Whole prefills: vLLM 0.32's CPU runner crashes its engine when it rewinds a seeded
+            # request's generator after a partial (chunked) prefill (gpu_model_runner.py
+            # `_bookkeeping_sync`: "RuntimeError: CPU Generator does not use offset"), and every
+            # request here carries its own seed.
+            options = {
+                "enforce_eager": True,
+                "gpu_memory_utilization": self.CPU_MEMORY_SHARE,
+                "enable_chunked_prefill": False,
+            }
         if gpu_memory_utilization is not None:
             options["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed, **options)
