@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
 def _probe(platform: str | None) -> dict:
     code = """
 import importlib.metadata, json, sys
+import verl  # loads the plugin (and, with the switch, the alias)
 report = {}
 try:
     report["vllm_version"] = importlib.metadata.version("vllm")
