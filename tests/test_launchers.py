@@ -275,3 +275,24 @@ def test_reward_timeout_reaches_the_reward_through_verls_reward_kwargs():
     reward_fn = get_custom_reward_fn(config)
     assert reward_fn.args[1] == {"timeout_s": 2}  # verl's partial(_call_with_kwargs, raw_fn, reward_kwargs)
     assert reward_fn(data_source="gsm8k", solution_str="\\boxed{3}", ground_truth="3", extra_info={})["acc"] == 1.0
+
+
+@pytest.mark.parametrize("algo", ["skpo", "grpo"])
+def test_cpu_launcher_with_rollout_vllm_switches_off_what_a_host_lacks_and_only_then(algo):
+    from skpo_verl.benchmarks.rollout_cost import VLLM_CPU_OVERRIDES
+
+    vllm = launcher_overrides("cpu_tiny_skpo.sh", ROLLOUT="vllm", ALGO=algo, WORKDIR="/w")
+    hf_cpu = launcher_overrides("cpu_tiny_skpo.sh", ALGO=algo, WORKDIR="/w")
+    assert "actor_rollout_ref.rollout.name=vllm" in vllm and "actor_rollout_ref.rollout.name=hf_cpu" in hf_cpu
+    # The rollout-cost benchmark serves vLLM with the training launcher's settings.
+    assert set(VLLM_CPU_OVERRIDES) <= set(vllm)
+    assert {o for o in vllm if o not in hf_cpu} == {
+        "actor_rollout_ref.rollout.name=vllm",
+        *VLLM_CPU_OVERRIDES,
+        "actor_rollout_ref.rollout.checkpoint_engine.update_weights_bucket_megabytes=512",
+    }
+    config = compose_verl(vllm)
+    validate_like_verl(config)
+    rollout = config.actor_rollout_ref.rollout
+    assert (rollout.enable_sleep_mode, rollout.free_cache_engine, rollout.enforce_eager) == (False, False, True)
+    assert rollout.dtype == "float32" and rollout.engine_kwargs.vllm.kv_cache_memory_bytes == 256 * 2**20

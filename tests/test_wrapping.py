@@ -42,3 +42,20 @@ def test_refuses_a_signature_it_was_not_written_for_and_names_the_function():
     with pytest.raises(RuntimeError, match=expected):
         wrap(cls, "step", ["self", "data"], _add_ten)
     assert not is_wrapped(cls.step) and cls().step(1, {}) == 2
+
+
+def _times_two(original):
+    def step(self, batch, metrics):
+        return original(self, batch, metrics) * 2
+
+    return step
+
+
+def test_two_shims_stack_on_one_method_and_each_installs_once():
+    cls = type("T", (Trainer,), {})
+    wrap(cls, "step", ["self", "batch"], _add_ten)
+    wrap(cls, "step", ["self", "batch"], _times_two)
+    wrap(cls, "step", ["self", "batch"], _add_ten)  # each shim's hook may run again: no third layer
+    wrap(cls, "step", ["self", "batch"], _times_two)
+    assert cls().step(1, {}) == (1 + 1 + 10) * 2
+    assert cls.step.__skpo_wrapped__ == {f"{__name__}._add_ten", f"{__name__}._times_two"}

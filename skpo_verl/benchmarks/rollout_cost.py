@@ -1,20 +1,29 @@
 """Rollout cost of SKPO against plain single-turn GRPO, same prompts, same G, same server.
 
-    python -m skpo_verl.benchmarks.rollout_cost [--prompts 8] [--group-size 4] [--response-length 64]
+    python -m skpo_verl.benchmarks.rollout_cost [--engine local|vllm] [--prompts 8] [--group-size 4]
+        [--response-length 64]
 
 Runs verl's own agent loops (`skpo_agent` and `single_turn_agent`, instantiated from verl's
-registry as its worker does) against one local server (`skpo_verl.cpu.local_server`): a
-tiny random Qwen2 on CPU that serves one sequence at a time and counts tokens decoded,
-tokens prefilled from scratch, and tokens prefilled after block-granular prefix-cache hits
-(the model of vLLM's automatic prefix caching described there). All prompts of a method run
-concurrently, as the V1 worker runs them; the prefix cache starts empty for each method.
+registry as its worker does) against one server, serving a tiny random Qwen2 on CPU. All prompts
+of a method run concurrently, as the V1 worker runs them; the prefix cache starts empty for each
+method. Two engines:
+
+- `local` (default): `skpo_verl.cpu.local_server`, one sequence at a time, which counts tokens
+  decoded, tokens prefilled from scratch, and tokens prefilled after block-granular prefix-cache
+  hits (a model of vLLM's automatic prefix caching described there).
+- `vllm`: verl's own vLLM server (`vLLMReplica`/`vLLMHttpServer`, standalone, through verl's
+  `LLMServerClient`) on vLLM's CPU build, continuous batching and prefix caching included. The
+  prefix-cache hits are vLLM's own (each request's `num_cached_tokens`); the time a prompt's
+  candidates take before its answers can start, and the answers' own time, say where SKPO's wall
+  time goes.
 
 What it measures is the request pattern, not a GPU: decoded tokens are SKPO's G candidates
 (<= t_q each) plus G answers against GRPO's G answers, and prefill counts the [s, q] inputs.
 A random model almost never emits EOS, so answers run to the response length; with
 L_q = response length, E[t_q] = L_q / 3 and the expected decoded ratio is about 1 + 1/3.
-Wall and compute times on a shared CPU machine vary from run to run (the token counts do not,
-for a given seed); they say nothing about a batched GPU engine.
+Wall and compute times on a shared CPU machine vary from run to run (the local engine's token
+counts do not, for a given seed); the local engine's say nothing about a batched engine, the
+vLLM engine's are a batched engine's on a CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,29 +61,55 @@ class Cost:
     prefill_with_reuse: int
     requests: int
     wall_seconds: float
-    compute_seconds: float  # time the server spent generating (excludes agent-loop overheads)
+    compute_seconds: float  # local engine: time the server spent generating (excludes agent-loop overheads)
+    # vllm engine, mean over prompts: seconds from a prompt's first request until its answers could
+    # start (SKPO: its G candidates; GRPO: 0), and from then until its last answer ended.
+    segment_seconds: float = 0.0
+    answer_seconds: float = 0.0
 
 
-def run(
-    prompts: int, group_size: int, response_length: int, mean_length: float, seed: int, block_size: int, model_dir: str
-) -> dict:
-    """Roll out the same prompts with GRPO then SKPO; returns {"grpo": Cost, "skpo": Cost, "split_lengths": [...]}.
+@dataclass
+class _Request:
+    prompt_ids: tuple
+    decoded: int
+    cached: int
+    started: float
+    ended: float
 
-    The tiny model is built in `model_dir` (reused when already there).
+
+class CountingClient:
+    """verl's `LLMServerClient` (or any `generate` of its signature), counting what each request costs.
+
+    Not a dataclass: Hydra would take a dataclass handed to an agent loop for a structured config.
     """
-    import torch
+
+    def __init__(self, client):
+        self.client = client
+        self.requests: list[_Request] = []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+        started = time.perf_counter()
+        output = await self.client.generate(
+            request_id, prompt_ids=prompt_ids, sampling_params=sampling_params, **kwargs
+        )
+        cached = int(output.extra_fields.get("num_cached_tokens") or 0)
+        self.requests.append(_Request(tuple(prompt_ids), len(output.token_ids), cached, started, time.perf_counter()))
+        return output
+
+
+def _setup(prompts, group_size, response_length, mean_length, seed, model_dir, extra_overrides=()):
+    """The tiny model, verl's composed config (SKPO's lengths checked), and the per-prompt t_q."""
     import verl.experimental.agent_loop  # noqa: F401 - registers single_turn_agent and (via the plugin) skpo_agent
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from skpo_verl.config import SKPOConfig
     from skpo_verl.core.split import sample_split_length
-    from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
+    from skpo_verl.cpu.local_server import compose_rollout_config
     from skpo_verl.demo.tiny_model import build_tiny_model
     from skpo_verl.rollout.lengths import check_lengths
 
     if prompts > len(PROBLEMS):
         raise SystemExit(f"--prompts can be at most {len(PROBLEMS)}")
-    torch.set_num_threads(1)  # one request at a time; extra threads only add noise to wall time
     skpo = SKPOConfig()
     max_split = math.ceil(skpo.split_high * mean_length)
     overrides = [
@@ -82,20 +118,24 @@ def run(
         f"data.max_response_length={response_length}",
         f"actor_rollout_ref.rollout.prompt_length={128 + max_split}",
         f"+algorithm.skpo.tracker.initial_length={max(mean_length, 1)}",
+        *extra_overrides,
     ]
     model_dir = build_tiny_model(model_dir)
     config = compose_rollout_config(model_dir, overrides)
     check_lengths(config)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    server = LocalTokenServer(
-        model, [tokenizer.eos_token_id], default_max_tokens=response_length, seed=seed, block_size=block_size
-    )
     rng = np.random.default_rng(seed)
     split_lengths = [sample_split_length(mean_length, skpo.split_low, skpo.split_high, rng) for _ in range(prompts)]
+    return model_dir, config, tokenizer, split_lengths
+
+
+def _roll_out(agent_name, prompts, group_size, config, server, tokenizer, split_lengths):
+    """All prompts of one method, each prompt's G sessions together, as verl's V1 worker runs them."""
+    from skpo_verl.cpu.local_server import instantiate_agent_loop
+
     sampling = dict(temperature=1.0, top_p=1.0, top_k=-1, repetition_penalty=1.0, logprobs=True)
 
-    async def one_prompt(agent_name: str, p: int):
+    async def one_prompt(p: int):
         async def session(session_id: int):
             loop = instantiate_agent_loop(agent_name, config, server, tokenizer)
             return await loop.run(
@@ -110,10 +150,34 @@ def run(
 
         return await asyncio.gather(*(session(i) for i in range(group_size)))
 
+    return asyncio.gather(*(one_prompt(p) for p in range(prompts)))
+
+
+def run(
+    prompts: int, group_size: int, response_length: int, mean_length: float, seed: int, block_size: int, model_dir: str
+) -> dict:
+    """Roll out the same prompts with GRPO then SKPO; returns {"grpo": Cost, "skpo": Cost, "split_lengths": [...]}.
+
+    The tiny model is built in `model_dir` (reused when already there).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from skpo_verl.cpu.local_server import LocalTokenServer
+
+    torch.set_num_threads(1)  # one request at a time; extra threads only add noise to wall time
+    model_dir, config, tokenizer, split_lengths = _setup(
+        prompts, group_size, response_length, mean_length, seed, model_dir
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    server = LocalTokenServer(
+        model, [tokenizer.eos_token_id], default_max_tokens=response_length, seed=seed, block_size=block_size
+    )
+
     async def measure(agent_name: str) -> Cost:
         server.reset()
         started = time.perf_counter()
-        await asyncio.gather(*(one_prompt(agent_name, p) for p in range(prompts)))
+        await _roll_out(agent_name, prompts, group_size, config, server, tokenizer, split_lengths)
         wall = time.perf_counter() - started
         stats = server.stats
         return Cost(
@@ -126,7 +190,8 @@ def run(
         )
 
     async def main():
-        await one_prompt("single_turn_agent", 0)  # warm-up: first-call overheads out of the timing
+        # warm-up: first-call overheads out of the timing
+        await _roll_out("single_turn_agent", 1, group_size, config, server, tokenizer, split_lengths)
         return {"grpo": await measure("single_turn_agent"), "skpo": await measure("skpo_agent")}
 
     costs = asyncio.run(main())
@@ -134,43 +199,203 @@ def run(
     return costs
 
 
+# verl's vLLM server on vLLM's CPU build, as `add_vllm_cpu_settings` in examples/common.sh sets it
+# for training (tests/test_launchers.py checks the two agree), serving the checkpoint as it is.
+VLLM_CPU_OVERRIDES = (
+    "+actor_rollout_ref.rollout.engine_kwargs.vllm.kv_cache_memory_bytes=268435456",
+    "actor_rollout_ref.rollout.enforce_eager=True",
+    "actor_rollout_ref.rollout.free_cache_engine=False",
+    "+actor_rollout_ref.rollout.enable_sleep_mode=False",
+    "actor_rollout_ref.rollout.dtype=float32",
+)
+
+
+def run_vllm(
+    prompts: int,
+    group_size: int,
+    response_length: int,
+    mean_length: float,
+    seed: int,
+    model_dir: str,
+    block_size: int | None = None,
+):
+    """As `run`, against verl's vLLM server (standalone, one replica) on vLLM's CPU build.
+
+    `block_size`: vLLM's KV-cache block, the unit of its prefix cache (None: vLLM's default, 128
+    tokens on CPU, more than these prompts hold). Needs `VERL_PLATFORM=cpu` in this process
+    before verl is imported (`main` sets it).
+    """
+    import ray
+
+    standalone = (
+        *VLLM_CPU_OVERRIDES,
+        "actor_rollout_ref.rollout.load_format=auto",  # no trainer syncs weights: load the checkpoint
+        "actor_rollout_ref.rollout.nnodes=1",
+        "actor_rollout_ref.rollout.n_gpus_per_node=1",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        f"actor_rollout_ref.rollout.seed={seed}",
+        *([f"+actor_rollout_ref.rollout.engine_kwargs.vllm.block_size={block_size}"] if block_size else []),
+    )
+    model_dir, config, tokenizer, split_lengths = _setup(
+        prompts, group_size, response_length, mean_length, seed, model_dir, standalone
+    )
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            num_cpus=8,
+            num_gpus=1,  # the CPU platform's Ray resource for one replica (skpo_verl/cpu/platform.py)
+            include_dashboard=False,
+            runtime_env={"env_vars": {"VERL_PLATFORM": os.environ["VERL_PLATFORM"]}},
+        )
+    try:
+        from verl.workers.rollout.llm_server import LLMServerManager
+
+        servers = LLMServerManager.create(config)
+        client = CountingClient(servers.get_client())
+
+        async def measure(agent_name: str) -> Cost:
+            await asyncio.gather(*(replica.clear_kv_cache() for replica in servers.rollout_replicas))
+            client.requests = []
+            started = time.perf_counter()
+            await _roll_out(agent_name, prompts, group_size, config, client, tokenizer, split_lengths)
+            wall = time.perf_counter() - started
+            return _vllm_cost(client.requests, wall, agent_name, tokenizer)
+
+        async def main():
+            await _roll_out("single_turn_agent", 1, group_size, config, client, tokenizer, split_lengths)  # warm-up
+            return {"grpo": await measure("single_turn_agent"), "skpo": await measure("skpo_agent")}
+
+        costs = asyncio.run(main())
+    finally:
+        if started_ray:
+            ray.shutdown()
+    costs["split_lengths"] = split_lengths
+    return costs
+
+
+def _vllm_cost(requests: list[_Request], wall: float, agent_name: str, tokenizer) -> Cost:
+    segment, answer = [], []
+    for q in _question_ids(tokenizer).values():
+        mine = [r for r in requests if r.prompt_ids[-len(q) :] == q]  # q itself, or SKPO's [s, q]
+        if not mine:
+            continue
+        first = min(r.started for r in mine)
+        candidates = [r for r in mine if agent_name == "skpo_agent" and r.prompt_ids == q]
+        ready = max((r.ended for r in candidates), default=first)
+        segment.append(ready - first)
+        answer.append(max(r.ended for r in mine if r not in candidates) - ready)
+    return Cost(
+        decoded=sum(r.decoded for r in requests),
+        prefill=sum(len(r.prompt_ids) for r in requests),
+        prefill_with_reuse=sum(len(r.prompt_ids) - r.cached for r in requests),
+        requests=len(requests),
+        wall_seconds=wall,
+        compute_seconds=float("nan"),
+        segment_seconds=float(np.mean(segment)),
+        answer_seconds=float(np.mean(answer)),
+    )
+
+
+def _question_ids(tokenizer) -> dict[str, tuple]:
+    """Each problem's q, as the agent loops tokenize it (the chat template with the generation prompt)."""
+    ids = {}
+    for problem in PROBLEMS:
+        encoded = tokenizer.apply_chat_template([{"role": "user", "content": problem}], add_generation_prompt=True)
+        ids[problem] = tuple(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+    return ids
+
+
+# The issue's target for SKPO's rollout wall time on the real engine, relative to GRPO's at equal G.
+WALL_TARGET = 1.15
+
+
 def report(costs: dict, args) -> str:
     grpo, skpo = costs["grpo"], costs["skpo"]
+    engine = getattr(args, "engine", "local")
     rows = [
         ("decoded tokens", "decoded"),
         ("prefilled tokens, no prefix reuse", "prefill"),
         ("prefilled tokens, with prefix reuse", "prefill_with_reuse"),
         ("server requests", "requests"),
         ("wall time (s)", "wall_seconds"),
-        ("server compute time (s)", "compute_seconds"),
     ]
+    if engine == "vllm":
+        rows += [
+            ("per prompt: until answers can start (s)", "segment_seconds"),
+            ("per prompt: answers (s)", "answer_seconds"),
+        ]
+    else:
+        rows.append(("server compute time (s)", "compute_seconds"))
+    if engine == "vllm":
+        cache = f"vLLM's own prefix cache, block {args.block_size or 'vLLM default (128 on CPU)'}"
+    else:
+        cache = f"modelled prefix cache, block {args.block_size}"
     lines = [
-        f"rollout cost: {args.prompts} prompts, G={args.group_size}, response length {args.response_length}, "
-        f"L_q={args.mean_length:g} (t_q drawn in U[L/6, L/2]: {costs['split_lengths']}), "
-        f"prefix-cache block {args.block_size}",
+        f"rollout cost ({engine} engine): {args.prompts} prompts, G={args.group_size}, response length "
+        f"{args.response_length}, L_q={args.mean_length:g} (t_q drawn in U[L/6, L/2]: {costs['split_lengths']}), "
+        f"{cache}",
         f"{'':40s}{'GRPO':>12s}{'SKPO':>12s}{'SKPO/GRPO':>12s}",
     ]
     for label, name in rows:
         g, s = getattr(grpo, name), getattr(skpo, name)
-        lines.append(f"{label:40s}{g:>12.6g}{s:>12.6g}{s / g:>12.3f}")
+        lines.append(f"{label:40s}{g:>12.6g}{s:>12.6g}{_ratio(s, g):>12s}")
+    for name, cost in (("GRPO", grpo), ("SKPO", skpo)):
+        lines.append(
+            f"prefix-cache hit rate, {name}: {1 - cost.prefill_with_reuse / cost.prefill:.1%} of prefilled tokens"
+        )
+    if engine == "vllm":
+        ratio = skpo.wall_seconds / grpo.wall_seconds
+        verdict = "met" if ratio <= WALL_TARGET else "not met"
+        lines.append(f"wall time SKPO/GRPO {ratio:.3f}: target <= {WALL_TARGET} {verdict}")
     return "\n".join(lines)
+
+
+def _ratio(s: float, g: float) -> str:
+    return f"{s / g:.3f}" if g else "-"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=("local", "vllm"), default="local", help="see the module docstring")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--group-size", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=64)
     parser.add_argument("--mean-length", type=float, default=None, help="L_q for t_q (default: response length)")
-    parser.add_argument("--block-size", type=int, default=16, help="prefix-cache block size (vLLM's default)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=None,
+        help="prefix-cache block size: the local engine's model of it (default 16, vLLM's GPU default) or vLLM's "
+        "own KV-cache block (default: vLLM's, 128 on CPU)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.mean_length is None:
         args.mean_length = float(args.response_length)
     with tempfile.TemporaryDirectory(prefix="skpo_rollout_cost_") as model_dir:
-        costs = run(
-            args.prompts, args.group_size, args.response_length, args.mean_length, args.seed, args.block_size, model_dir
-        )
+        if args.engine == "vllm":
+            # verl's CPU platform, before verl is first imported in this process (skpo_verl/cpu/__init__.py).
+            os.environ.setdefault("VERL_PLATFORM", "cpu")
+            costs = run_vllm(
+                args.prompts,
+                args.group_size,
+                args.response_length,
+                args.mean_length,
+                args.seed,
+                model_dir,
+                args.block_size,
+            )
+        else:
+            args.block_size = args.block_size or 16
+            costs = run(
+                args.prompts,
+                args.group_size,
+                args.response_length,
+                args.mean_length,
+                args.seed,
+                args.block_size,
+                model_dir,
+            )
     print(report(costs, args))
 
 

