@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
+from skpo_verl.core.advantages import (
+    downstream_advantages,
+    upstream_advantages,
+    upstream_advantages_excluding,
+    upstream_advantages_rms,
+    upstream_rewards,
+)
 from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
 from skpo_verl.rows import SKPORows
 from skpo_verl.training.state import SKPOState
@@ -76,7 +82,13 @@ def compute_skpo_advantage(
     )
     up_keys = rows.prompt_keys[up]
     baselines = np.array([tracker_to_reward(skpo_state.values.value(k)) for k in up_keys], dtype=np.float64)
-    adv[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
+    # A first visit: the prompt's tracker has no observation yet (online, or loaded from tracker.initial_values).
+    first_visit = np.array([key not in skpo_state.values for key in up_keys], dtype=bool)
+    normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
+    if cfg.first_visit_upstream == "zero":
+        adv[up] = upstream_advantages_excluding(up_rewards, baselines, first_visit, cfg.adv_eps, normalise)
+    else:
+        adv[up] = normalise(up_rewards, baselines, cfg.adv_eps)
 
     observed_lengths = _observed_lengths(rows, lengths, up, down, cfg.conditioning)
     divergences = logprob_divergences or {}
@@ -90,6 +102,7 @@ def compute_skpo_advantage(
         metrics.update(
             _metrics(rows, rewards, adv, up, down, up_rewards, baselines, rhos, lengths, skpo_state, up_keys)
         )
+        metrics["skpo/upstream/first_visit_rate"] = _mean(first_visit)
     advantages = torch.from_numpy(adv).to(token_level_rewards.dtype)[:, None] * response_mask.to(
         token_level_rewards.dtype
     )
