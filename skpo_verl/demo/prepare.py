@@ -62,6 +62,10 @@ TASKS["long"] = (
 DEFAULT_LENGTHS = (64, 32)
 TASK_LENGTHS = {"long": (64, 64)}  # its longest solution is 46 tokens with the EOS
 _MARKER = "skpo_warm_start.json"
+# Spec fields added after models were first built (for the long task). The marker records them
+# only when they differ from their defaults, so a model built before they existed, with the same
+# (identical) warm start, is still recognised and not rebuilt.
+_LATER_FIELDS = {"task": {"train_size": None}, "warm_start": {"slip_at": "first"}}
 
 
 def task_lengths(task_name: str) -> tuple[int, int]:
@@ -84,6 +88,10 @@ def build_demo_model(
     path = os.path.join(directory, "model")
     marker = os.path.join(path, _MARKER)
     specs = {"model": asdict(model_spec), "task": asdict(task_spec), "warm_start": asdict(warm_start_spec)}
+    for part, defaults in _LATER_FIELDS.items():
+        for name, default in defaults.items():
+            if specs[part][name] == default:
+                del specs[part][name]
     specs = json.loads(json.dumps(specs))  # tuples become lists, as they are read back
     if os.path.exists(marker):
         with open(marker) as f:

@@ -61,6 +61,7 @@ class SKPOState:
         caller (the stored segment re-scored by the current actor). A prompt seen for the
         first time, or with nothing to re-score, gets rho_max (as SPO's recipe); with SKPO's
         zero prior counts the first observation overwrites the initial value whatever rho is.
+        A value loaded from `tracker.initial_values` counts as observed at step 0.
         """
         tracker = self.config.tracker
         last = self.values.last_seen(prompt_key)
