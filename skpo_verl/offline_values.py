@@ -152,7 +152,7 @@ def success_rates(
 
 
 def read_dump(dump_dir: str) -> list[dict]:
-    files = sorted(Path(dump_dir).glob("*.jsonl"))
+    files = [path for path in sorted(Path(dump_dir).glob("*.jsonl")) if path.stem.isdigit()]  # `<step>.jsonl`
     if len(files) != 1:
         raise RuntimeError(f"expected one validation dump in {dump_dir}, found {[f.name for f in files]}")
     return [json.loads(line) for line in files[0].read_text().splitlines() if line.strip()]
@@ -175,7 +175,7 @@ def estimate(
         raise SystemExit(f"the run's overrides set {KEY}: estimate with the launcher as it runs without it")
     config = compose_ppo_config(overrides)
     dump_dir = dump_dir or tempfile.mkdtemp(prefix="skpo-offline-values-")
-    if any(Path(dump_dir).glob("*.jsonl")):
+    if any(path.stem.isdigit() for path in Path(dump_dir).glob("*.jsonl")):
         raise SystemExit(f"{dump_dir} already holds a dump; give an empty --dump-dir")
     extra = estimation_overrides(config, n0, dump_dir)
     env["VERL_FILE_LOGGER_PATH"] = os.path.join(dump_dir, "metrics.jsonl")
