@@ -56,7 +56,7 @@ TASKS = {
 # L_q (the 64-token budget: 11-32 tokens) and the answers' own length (~40 tokens: 7-20).
 TASKS["long"] = (
     task.TaskSpec(terms=5, max_operand=9, val_size=256, train_size=512),
-    WarmStartSpec(steps=1500, slip_at="carry", slip_rate=0.6, prefix_tokens=(6, 32)),
+    WarmStartSpec(steps=2500, slip_at="carry", slip_rate=0.7, prefix_rate=0.6, prefix_tokens=(6, 32)),
 )
 # (max prompt tokens, max response tokens) the CPU launcher runs a task with (`--lengths`).
 DEFAULT_LENGTHS = (64, 32)
