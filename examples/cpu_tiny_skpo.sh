@@ -11,13 +11,15 @@ set -euo pipefail
 ALGO=${ALGO:-skpo}                    # skpo | grpo
 ROLLOUT=${ROLLOUT:-hf_cpu}            # the CPU rollout server (docs/cpu_backend.md)
 WORKDIR=${WORKDIR:-$HOME/.cache/skpo_verl/cpu_tiny}   # tiny model + data are built here once
-TASK=${TASK:-demo}                    # demo | benchmark (the learning benchmark's larger task)
+TASK=${TASK:-demo}                    # demo | benchmark | long (the learning benchmark's tasks)
 TRAIN_STEPS=${STEPS:-30}              # training steps
 VAL_EVERY=${VAL_EVERY:-5}             # held-out validation (greedy) every VAL_EVERY steps, and before training
 PROMPTS_PER_STEP=${PROMPTS_PER_STEP:-8}
 GROUP_SIZE=${GROUP_SIZE:-8}           # G: answers per prompt (rollout.n)
-MAX_PROMPT_LENGTH=64                  # the problems are a few tokens
-MAX_RESPONSE_LENGTH=${RESPONSE_LENGTH:-32}
+# The task's token budgets (64 / 32 tokens; the long task answers in up to 46, so 64 / 64).
+eval "$(python3 -m skpo_verl.demo.prepare --task "$TASK" --lengths)"
+MAX_PROMPT_LENGTH=${PROMPT_LENGTH:-$TASK_PROMPT_LENGTH}
+MAX_RESPONSE_LENGTH=${RESPONSE_LENGTH:-$TASK_RESPONSE_LENGTH}
 LR=${LR:-2e-4}                        # both algorithms; SKPO was unstable at 5e-4 (docs/algorithm.md)
 RANKS=${RANKS:-1}                     # FSDP2 ranks (gloo), each a Ray "GPU" slot
 RUN_DIR=${RUN_DIR:-skpo_cpu_tiny/$ALGO}   # metrics.jsonl, curve.csv and curve.png go here

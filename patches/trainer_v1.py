@@ -129,6 +129,10 @@ def _create_rl_sampler(real_create_rl_sampler):
         extra_infos = frame["extra_info"] if "extra_info" in frame.column_names else [None] * len(frame)
         keys = prompt_keys_from_extra_info(extra_infos, files=data_config.train_files)
         state = trainer.skpo_state
+        if state.initial_values is not None:  # tracker.initial_values: every training prompt needs a value
+            from skpo_verl.training.initial_values import check_covers
+
+            check_covers(state.initial_values, keys)
         if not state.config.prioritized_sampling:
             return real_create_rl_sampler(data_config, dataset, *args, **kwargs)
         from skpo_verl.training.sampler import PrioritizedSampler

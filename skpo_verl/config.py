@@ -23,6 +23,8 @@ SKIP_FORMATS = ("tokens", "chat")
 UPSTREAM_REWARDS = ("mc_mean", "own_completion", "first_answer")
 DOWNSTREAM_NORMS = ("group", "batch")
 DIVERGENCE_MEASURES = ("steps", "logprob")
+FIRST_VISIT_RULES = ("initial_value", "zero")
+UPSTREAM_NORMS = ("batch", "rms")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class TrackerConfig:
     # first observation overwrite it: no offline n0 warm-up.
     initial_value: float = 0.0
     initial_length: float = 1024.0
+    # SPO's offline warm start (ours to offer; not the SKPO paper's): a values file written by
+    # `python -m skpo_verl.offline_values` with each training prompt's estimated success rate in
+    # [0, 1]. Each prompt's value tracker starts there with N0 = 1 / (1 - rho_min) observations.
+    # None (the paper): every prompt starts at initial_value with zero counts. docs/config.md.
+    initial_values: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,15 @@ class SKPOConfig:
     # "batch" = Appendix C's "batch statistics", (R - mean_g) / (std over the batch's centred
     # downstream rewards + eps).
     downstream_norm: str = "group"
+    # Upstream advantage of a prompt's first visit (its tracker has no observation yet, online or
+    # offline): "initial_value" = R_I - tracker.initial_value, normalised with the batch (the paper);
+    # "zero" = A = 0, and the batch normalisation runs over the other upstream rows only (ours: an
+    # intervention on the dip of docs/algorithm.md, "When SKPO learns slower than GRPO").
+    first_visit_upstream: str = "initial_value"
+    # Upstream advantage normalisation over the batch's upstream rows: "batch" = (a - mean_B a) /
+    # (std_B a + eps), a = R_I - V_prev (SPO, the paper); "rms" = a / (sqrt(mean_B a^2) + eps), not
+    # centred, so each row keeps the sign of its own R_I - V_prev (ours, the same intervention).
+    upstream_norm: str = "batch"
     adv_eps: float = 1e-6
     # When the model's context cannot hold the worst-case [s, q] plus a full answer (e.g.
     # Qwen2.5-Math-7B's 4096 positions with the paper's 1024/3072 budgets), SKPO refuses to
@@ -118,6 +134,8 @@ class SKPOConfig:
         _check_choice("upstream_reward", self.upstream_reward, UPSTREAM_REWARDS)
         _check_choice("downstream_norm", self.downstream_norm, DOWNSTREAM_NORMS)
         _check_choice("tracker.divergence", self.tracker.divergence, DIVERGENCE_MEASURES)
+        _check_choice("first_visit_upstream", self.first_visit_upstream, FIRST_VISIT_RULES)
+        _check_choice("upstream_norm", self.upstream_norm, UPSTREAM_NORMS)
         if not 0.0 < self.split_low <= self.split_high:
             raise ValueError(
                 f"algorithm.skpo.split_low={self.split_low} and split_high={self.split_high} must satisfy "
@@ -135,6 +153,17 @@ class SKPOConfig:
             raise ValueError(
                 f"algorithm.skpo.tracker.initial_value={self.tracker.initial_value} is a reward in [-1, 1]."
             )
+        if self.tracker.initial_values is not None:
+            if not isinstance(self.tracker.initial_values, str) or not self.tracker.initial_values:
+                raise ValueError(
+                    f"algorithm.skpo.tracker.initial_values={self.tracker.initial_values!r} must be the path of a "
+                    "values file (python -m skpo_verl.offline_values), or null."
+                )
+            if self.tracker.rho_min >= 1.0:
+                raise ValueError(
+                    "algorithm.skpo.tracker.initial_values needs tracker.rho_min < 1: loaded values start with "
+                    f"N0 = 1 / (1 - rho_min) observations, infinite at rho_min={self.tracker.rho_min}."
+                )
         if self.tracker.initial_length < 1:
             raise ValueError(f"algorithm.skpo.tracker.initial_length={self.tracker.initial_length} must be >= 1.")
         if self.loss.upstream_weight < 0 or self.loss.downstream_weight < 0:

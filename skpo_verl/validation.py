@@ -55,7 +55,7 @@ def _config_problems(config: Any) -> Iterable[str]:
     for shim, error in failures.items():
         yield f"skpo_verl shim {shim} failed to install ({error}); SKPO would not run as specified."
     try:
-        skpo_config_from_algorithm(config.algorithm)
+        skpo = skpo_config_from_algorithm(config.algorithm)
     except (ValueError, TypeError) as error:
         yield str(error)
     else:
@@ -63,6 +63,13 @@ def _config_problems(config: Any) -> Iterable[str]:
             check_lengths(config)
         except SKPOLengthError as error:
             yield from error.problems
+        if skpo.tracker.initial_values is not None:
+            from skpo_verl.training.initial_values import InitialValuesError, read_initial_values
+
+            try:
+                read_initial_values(skpo.tracker.initial_values)
+            except InitialValuesError as error:
+                yield str(error)
     if _select(config, "trainer.use_v1") is False:
         yield "trainer.use_v1=false: SKPO supports verl's V1 trainer only. Set trainer.use_v1=true (the default)."
     mode = _select(config, "trainer.v1.trainer_mode")

@@ -150,3 +150,60 @@ def test_downstream_batch_norm_divides_group_centred_rewards_by_one_batch_std():
     np.testing.assert_allclose(downstream_advantages(rewards, groups, eps=0.0), [2**-0.5, -(2**-0.5), 0, 0, 0])
     with pytest.raises(ValueError, match="'group' or 'batch'"):
         downstream_advantages(rewards, groups, eps=0.0, norm="global")
+
+
+def test_upstream_advantages_excluding_zeroes_excluded_rows_and_normalises_over_the_rest():
+    from skpo_verl.core.advantages import upstream_advantages_excluding
+
+    rewards = np.array([1.0, 0.5, -1.0, 0.0])
+    baselines = np.array([0.0, 0.5, 0.0, -0.5])
+    # Kept rows 0, 2, 3: raw A = 1, -1, 0.5; mean 1/6; deviations 5/6, -7/6, 1/3;
+    # sample std sqrt((25/36 + 49/36 + 4/36) / 2) = sqrt(78/72) = 1.040833.
+    out = upstream_advantages_excluding(rewards, baselines, np.array([False, True, False, False]), 1e-6)
+    np.testing.assert_allclose(out, [0.800641, 0.0, -1.120897, 0.320256], atol=1e-5)
+    # Nothing excluded: exactly the paper's advantage.
+    np.testing.assert_array_equal(
+        upstream_advantages_excluding(rewards, baselines, np.zeros(4, dtype=bool), 1e-6),
+        upstream_advantages(rewards, baselines, 1e-6),
+    )
+    # One row left: 0 (a single row has no spread); all excluded: all 0.
+    np.testing.assert_array_equal(
+        upstream_advantages_excluding(rewards, baselines, np.array([True, True, False, True]), 1e-6), np.zeros(4)
+    )
+    np.testing.assert_array_equal(
+        upstream_advantages_excluding(rewards, baselines, np.ones(4, bool), 1e-6), np.zeros(4)
+    )
+    with pytest.raises(ValueError, match="shape"):
+        upstream_advantages_excluding(rewards, baselines, np.zeros(3, dtype=bool), 1e-6)
+
+
+def test_upstream_advantages_rms_scales_without_centring_so_each_row_keeps_its_sign():
+    from skpo_verl.core.advantages import upstream_advantages_rms
+
+    # First visits (V_prev = 0) of a batch where most answers are right: R_I = 1, 1, 0.75, -0.5.
+    rewards = np.array([1.0, 1.0, 0.75, -0.5])
+    baselines = np.zeros(4)
+    # rms = sqrt((1 + 1 + 0.5625 + 0.25) / 4) = sqrt(0.703125) = 0.838525
+    out = upstream_advantages_rms(rewards, baselines, 1e-6)
+    np.testing.assert_allclose(out, [1.192570, 1.192570, 0.894427, -0.596285], atol=1e-5)
+    assert (out[:3] > 0).all() and out[3] < 0
+    # A batch of mostly right segments, R_I = 1, 1, 1, 0.75: the paper's centred advantage pushes the
+    # 0.75 one down (mean 0.9375); rms keeps it positive (rms = sqrt(3.5625 / 4) = 0.943729).
+    mostly_right = np.array([1.0, 1.0, 1.0, 0.75])
+    assert upstream_advantages(mostly_right, np.zeros(4), 1e-6)[3] < 0
+    np.testing.assert_allclose(
+        upstream_advantages_rms(mostly_right, np.zeros(4), 1e-6), [1.059626, 1.059626, 1.059626, 0.794719], atol=1e-5
+    )
+    # Every row equal: |A| = 1 (the paper's normalisation gives 0 there); all zero: 0.
+    np.testing.assert_allclose(upstream_advantages_rms(np.ones(3), np.zeros(3), 1e-6), np.ones(3), atol=1e-5)
+    np.testing.assert_array_equal(upstream_advantages_rms(np.ones(3), np.ones(3), 1e-6), np.zeros(3))
+    # With the first-visit exclusion: only the kept rows set the scale.
+    from skpo_verl.core.advantages import upstream_advantages_excluding
+
+    excluded = np.array([True, False, False, True])
+    # kept a = 1, 0.75: rms = sqrt((1 + 0.5625) / 2) = 0.883883
+    np.testing.assert_allclose(
+        upstream_advantages_excluding(rewards, baselines, excluded, 1e-6, upstream_advantages_rms),
+        [0.0, 1.131371, 0.848528, 0.0],
+        atol=1e-5,
+    )

@@ -13,6 +13,7 @@ from skpo_verl.core.tracker import (
     LengthTracker,
     ema_update,
     forgetting_factor,
+    prior_count,
     reward_to_tracker,
     tracker_to_reward,
 )
@@ -198,3 +199,32 @@ def test_spo_half_life_turns_a_logprob_change_into_rho():
     assert forgetting_factor(0.03, 0.06, 0.875, 0.96) == 0.875
     assert forgetting_factor(0.003, 0.06, 0.875, 0.96) == 0.96
     assert forgetting_factor(0.01, 0.06, 0.875, 0.96) == pytest.approx(2 ** (-1 / 6))
+
+
+def test_prior_count_is_one_over_one_minus_rho_min():
+    assert prior_count(0.875) == 8.0  # the paper's rho_min: an estimate weighs as 8 observations
+    assert prior_count(0.5) == 2.0
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="rho_min"):
+            prior_count(bad)
+
+
+def test_a_seeded_value_is_n0_prior_observations_that_later_updates_discount():
+    tracker = BetaTracker(initial_value=0.5)
+    tracker.seed("q", 0.25, count=8.0, step=0)
+    assert tracker.value("q") == 0.25 and tracker.count("q") == 8.0 and tracker.last_seen("q") == 0
+    assert "q" in tracker and len(tracker) == 1
+    # alpha = 0.875 * (0.25 * 8) + 1 = 2.75, N = 0.875 * 8 + 1 = 8 -> V = 2.75 / 8 = 0.34375
+    # (EMA form: eta = 1 / 8, V = 0.25 + (1 - 0.25) / 8).
+    assert tracker.update("q", 1.0, rho=0.875, step=3) == pytest.approx(0.34375, abs=1e-15)
+    assert tracker.count("q") == 8.0
+    with pytest.raises(ValueError, match="already has observations"):
+        tracker.seed("q", 0.5, count=8.0, step=0)
+    with pytest.raises(ValueError, match="must lie in"):
+        tracker.seed("r", 1.5, count=8.0, step=0)
+    with pytest.raises(ValueError, match="count"):
+        tracker.seed("r", 0.5, count=0.0, step=0)
+    # A seeded tracker saves and loads like any other.
+    again = BetaTracker(initial_value=0.5)
+    again.load_state_dict(tracker.state_dict())
+    assert again.value("q") == tracker.value("q") and again.count("q") == 8.0

@@ -56,7 +56,7 @@ def test_the_benchmark_task_is_three_numbers_of_1_to_9_with_64_held_out_and_a_lo
     assert (len(train), len(val)) == (9**3 - 64, 64)
     assert max(sum(operands[:2]) for operands in train) == 18  # two-digit partial sums
     assert warm.steps == 2 * TASKS["demo"][1].steps and warm.slip_rate == TASKS["demo"][1].slip_rate
-    with pytest.raises(ValueError, match="unknown task 'hard'; choose one of: demo, benchmark"):
+    with pytest.raises(ValueError, match="unknown task 'hard'; choose one of: demo, benchmark, long"):
         prepare("unused", "hard")
 
 
@@ -133,3 +133,55 @@ def test_report_without_validation_names_the_settings(tmp_path):
     metrics.write_text('{"step": 1, "data": {"critic/score/mean": 0.0}}\n')
     with pytest.raises(ValueError, match="trainer.val_before_train=True and trainer.test_freq>0"):
         learning_curve(read_metrics(str(metrics)))
+
+
+def test_the_long_task_has_five_terms_256_held_out_and_a_solver_careless_at_any_carry():
+    import random
+
+    from skpo_verl.demo.prepare import TASKS
+    from skpo_verl.demo.warm_start import careless_slips
+
+    spec, warm = TASKS["long"]
+    train, val = task.problems(spec)
+    assert (len(train), len(val)) == (512, 256) and set(train).isdisjoint(val)
+    assert warm.slip_at == "carry"
+    # Slips only at carrying steps, each with probability slip_rate: over many draws of one problem whose
+    # steps carry at 1, 2 and 4, the slip shares are about slip_rate there and exactly 0 at step 3.
+    operands, rng = (8, 5, 9, 7, 3), random.Random(0)
+    draws = [careless_slips(operands, warm, rng) for _ in range(4000)]
+    shares = [sum(d[k] for d in draws) / len(draws) for k in range(4)]
+    assert shares[2] == 0 and all(abs(shares[k] - warm.slip_rate) < 0.03 for k in (0, 1, 3))
+    # The first-step rule draws exactly as before: one uniform number per example.
+    first = TASKS["benchmark"][1]
+    assert [careless_slips(operands, first, random.Random(3)) for _ in range(1)] == [random.Random(3).random() < 0.6]
+    with pytest.raises(ValueError, match="slip_at='any'"):
+        WarmStartSpec(slip_at="any")
+
+
+def test_a_training_size_takes_the_first_tuples_after_the_held_out_ones():
+    every_train, val = task.problems(task.TaskSpec(terms=3, max_operand=4, val_size=16))
+    train, same_val = task.problems(task.TaskSpec(terms=3, max_operand=4, val_size=16, train_size=10))
+    assert same_val == val and train == every_train[:10]
+    with pytest.raises(ValueError, match="train_size=49"):
+        task.TaskSpec(terms=3, max_operand=4, val_size=16, train_size=49)
+
+
+def test_a_model_built_before_the_long_tasks_spec_fields_is_still_recognised(tmp_path, monkeypatch):
+    import json
+    from dataclasses import asdict
+
+    from skpo_verl.demo import prepare
+
+    spec, warm = prepare.TASKS["benchmark"]
+    old_task = {k: v for k, v in asdict(spec).items() if k != "train_size"}
+    old_warm = {k: v for k, v in asdict(warm).items() if k != "slip_at"}
+    marker = tmp_path / "model" / "skpo_warm_start.json"
+    marker.parent.mkdir()
+    # The marker as the builder wrote it before train_size and slip_at existed.
+    marker.write_text(json.dumps({"model": asdict(prepare.DEMO_MODEL), "task": old_task, "warm_start": old_warm}))
+    monkeypatch.setattr(prepare, "warm_start", lambda *args: pytest.fail("rebuilt a model that was up to date"))
+    assert prepare.build_demo_model(str(tmp_path), task_spec=spec, warm_start_spec=warm) == str(tmp_path / "model")
+    # A long-task spec (the new fields set) is a different model.
+    long_spec, long_warm = prepare.TASKS["long"]
+    with pytest.raises(pytest.fail.Exception, match="rebuilt"):
+        prepare.build_demo_model(str(tmp_path), task_spec=long_spec, warm_start_spec=long_warm)

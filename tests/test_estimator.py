@@ -104,3 +104,59 @@ def test_batch_downstream_normalisation_is_selected_by_config():
 def test_the_former_single_mode_is_refused_with_its_new_names():
     with pytest.raises(ValueError, match="own_completion .* first_answer"):
         SKPOConfig(upstream_reward="single")
+
+
+def test_first_visit_zero_gives_first_visits_no_upstream_advantage_and_normalises_the_revisits_alone():
+    config = SKPOConfig(first_visit_upstream="zero")
+    state = SKPOState(config)
+    # Prompts 1 and 2 were seen at step 1 (tracker space 0.75 and 0.25, i.e. V = 0.5 and -0.5).
+    state.values.update(1, 0.75, 0.96, 1)
+    state.values.update(2, 0.25, 0.96, 1)
+    # Step 2: prompt 1 (R_I = 1), prompt 2 (R_I = 0), prompt 3 first visit (R_I = 1), prompt 4 first visit (R_I = -1).
+    groups = [("a", 1, 0.0, [1, 1]), ("b", 2, 0.0, [1, -1]), ("c", 3, 0.0, [1, 1]), ("d", 4, 0.0, [-1, -1])]
+    metrics = {}
+    advantages, rows, _ = _run(config, groups, state=state, step=2, metrics=metrics)
+    # Revisits: raw A = 1 - 0.5 = 0.5 and 0 - (-0.5) = 0.5: equal, so 0 after normalisation; first visits 0.
+    np.testing.assert_allclose(advantages[rows.is_upstream], [0.0, 0.0, 0.0, 0.0], atol=1e-6)
+    assert metrics["skpo/upstream/first_visit_rate"] == pytest.approx(0.5)
+    # The paper's rule on the same batch and state: raw A = 0.5, 0.5, 1 - 0, -1 - 0; mean 0.25,
+    # sample std sqrt((0.0625 + 0.0625 + 0.5625 + 1.5625) / 3) = sqrt(0.75) = 0.866025.
+    state = SKPOState(SKPOConfig())
+    state.values.update(1, 0.75, 0.96, 1)
+    state.values.update(2, 0.25, 0.96, 1)
+    advantages, rows, _ = _run(SKPOConfig(), groups, state=state, step=2)
+    expected = (np.array([0.5, 0.5, 1.0, -1.0]) - 0.25) / 0.8660254
+    np.testing.assert_allclose(advantages[rows.is_upstream], expected, atol=1e-5)
+
+
+def test_first_visit_zero_keeps_the_sign_of_revisits_against_their_own_baselines():
+    config = SKPOConfig(first_visit_upstream="zero")
+    state = SKPOState(config)
+    state.values.update(1, 0.75, 0.96, 1)  # V = 0.5
+    state.values.update(2, 0.75, 0.96, 1)  # V = 0.5
+    # Prompt 1: R_I = 1 (raw +0.5); prompt 2: R_I = 0 (raw -0.5); prompt 3 first visit, R_I = 0.5.
+    groups = [("a", 1, 0.0, [1, 1]), ("b", 2, 0.0, [1, -1]), ("c", 3, 0.0, [1, 1, 1, -1])]
+    advantages, rows, state = _run(config, groups, state=state, step=2)
+    # Revisits only: raw 0.5, -0.5, mean 0, sample std sqrt(0.5) -> +-0.707107; the first visit 0.
+    np.testing.assert_allclose(advantages[rows.is_upstream], [2**-0.5, -(2**-0.5), 0.0], atol=1e-5)
+    # Its tracker still takes the observation: the next visit is judged against it.
+    assert tracker_to_reward(state.values.value(3)) == pytest.approx(0.5)
+    assert 3 in state.values
+
+
+def test_upstream_norm_rms_keeps_right_segments_positive_on_first_visits():
+    # Four first visits (V_prev = 0): R_I = 1, 1, 1, 0.75 (one of four answers wrong).
+    groups = [
+        ("a", 1, 0.0, [1, 1]),
+        ("b", 2, 0.0, [1, 1]),
+        ("c", 3, 0.0, [1, 1]),
+        ("d", 4, 0.0, [1, 1, 1, 1, 1, 1, 1, -1]),
+    ]
+    advantages, rows, _ = _run(SKPOConfig(upstream_norm="rms"), groups)
+    # rms = sqrt((3 + 0.5625) / 4) = 0.943729: A = 1.059626 (x3), 0.794719.
+    np.testing.assert_allclose(advantages[rows.is_upstream], [1.059626] * 3 + [0.794719], atol=1e-5)
+    # The paper's batch normalisation on the same batch: mean 0.9375, std 0.125 -> 0.5 (x3), -1.5.
+    advantages, rows, _ = _run(SKPOConfig(), groups)
+    np.testing.assert_allclose(
+        advantages[rows.is_upstream], [0.5, 0.5, 0.5, -1.5], atol=1e-4
+    )  # eps = 1e-6 over std 0.125

@@ -105,9 +105,49 @@ def test_summary_table_ratios_to_grpo_by_hand():
     assert table.loc["skpo", "tokens_ratio"] == pytest.approx(0.6)
     assert table.loc["skpo", "tokens_per_step"] == pytest.approx(1200.0)
     assert pd.isna(table.loc["slow", "reach_step"]) and pd.isna(table.loc["slow", "tokens_ratio"])
+    # Seeds reaching 0.6 on their own curves: GRPO's seed 1 (0.7 at step 4), not seed 0; both SKPO seeds.
+    assert table.loc["grpo", "seeds_reaching"] == 1 and table.loc["skpo", "seeds_reaching"] == 2
+    # GRPO's 95% t-interval: 0.6 -+ 12.706 x sqrt(0.02) / sqrt(2) = 0.6 -+ 1.2706.
+    assert table.loc["grpo", "final_accuracy_ci_low"] == pytest.approx(0.6 - 1.2706)
+    assert table.loc["grpo", "final_accuracy_ci_high"] == pytest.approx(0.6 + 1.2706)
     markdown = learning.format_markdown(summary_table(points))
-    assert "| slow | 30.0% ± 0.0% | 1 | not reached | not reached | not reached | 1000 | 2.0 s |" in markdown
-    assert "| skpo | 80.0% ± 0.0% | 2 | 2 | 0.50 | 0.60 | 1200 | 2.0 s |" in markdown
+    assert "| slow | 30.0% ± 0.0% | — | 1 | not reached | not reached | not reached | 0/1 | 1000 | 2.0 s |" in markdown
+    assert "| skpo | 80.0% ± 0.0% | [80.0%, 80.0%] | 2 | 2 | 0.50 | 0.60 | 2/2 | 1200 | 2.0 s |" in markdown
+    assert "| grpo | 60.0% ± 14.1% | [-67.1%, 187.1%] | 2 | 4 | 1.00 | 1.00 | 1/2 | 1000 | 2.0 s |" in markdown
+
+
+def test_t_interval_by_hand():
+    # mean 0.94, std (ddof 1) sqrt(0.001) = 0.0316228, t(0.975, 4) = 2.776: half-width 2.776 x 0.0316228 / sqrt(5)
+    # = 0.039259.
+    low, high = learning.t_interval([0.9, 0.92, 0.94, 0.96, 0.98])
+    assert (low, high) == (pytest.approx(0.900741, abs=1e-6), pytest.approx(0.979259, abs=1e-6))
+    assert all(math.isnan(bound) for bound in learning.t_interval([0.9]))
+    assert learning.t_interval([0.9, float("nan"), 0.9]) == (pytest.approx(0.9), pytest.approx(0.9))
+
+
+def test_upfront_costs_count_at_step_0_and_the_early_curve_lists_steps_0_to_15():
+    settings = Settings(steps=4, val_every=2)
+    points = run_points(
+        _metrics([0.25, None, 0.5, None, 0.75], 640.0), settings, upfront_samples=4096, upfront_tokens=9e4
+    )
+    assert list(points["cumulative_samples"]) == [4096, 4160, 4224, 4288, 4352]
+    assert list(points["cumulative_tokens"]) == [90000, 90640, 91280, 91920, 92560]
+    assert points["decoded_tokens"][1:].mean() == 640.0  # tokens per training step leave the estimate out
+    markdown = learning.early_curve_markdown(points.assign(method="skpo", seed=0))
+    assert "| method | 0 | 2 | 4 |" in markdown and "| skpo | 0.250 | 0.500 | 0.750 |" in markdown
+
+
+def test_later_split_methods_set_the_split_and_a_prompt_budget_for_their_longest_segment():
+    long = Settings(steps=50, val_every=5, task="long")  # 64-token prompts and responses
+    assert learning.method_overrides("skpo_split_late", long) == [
+        "+algorithm.skpo.split_low=0.5",
+        f"+algorithm.skpo.split_high={5 / 6!r}",
+        "actor_rollout_ref.rollout.prompt_length=118",  # 64 + ceil(5/6 x 64) = 64 + 54
+    ]
+    assert learning.method_overrides("skpo_split_mid", Settings(50, 1))[-1] == (
+        "actor_rollout_ref.rollout.prompt_length=86"  # 64 + ceil(2/3 x 32) = 64 + 22
+    )
+    assert learning.method_overrides("skpo", long) == []
 
 
 def test_the_half_candidates_method_asks_for_g_over_2():
@@ -138,6 +178,10 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         0.0,
         1.0,
     )
+    assert parsed("skpo_first_visit_zero").first_visit_upstream == "zero"
+    assert parsed("skpo_upstream_rms").upstream_norm == "rms"
+    assert parsed("skpo_offline_values") == SKPOConfig.from_mapping({})  # its values file is added per seed
+    assert METHODS["skpo_offline_values"].offline_values
     assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
         "skpo",
         "skpo_wo_skip",
@@ -145,7 +189,25 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         "skpo_half_candidates",
         "skpo_upstream_0.1",
         "skpo_upstream_0",
+        "skpo_first_visit_zero",
+        "skpo_upstream_rms",
+        "skpo_offline_values",
+        "skpo_split_mid",
+        "skpo_split_late",
     }
+
+
+def test_the_default_methods_of_each_task_and_the_estimate_printed_before_a_run():
+    assert learning.TASK_DEFAULTS["benchmark"].methods == learning.ORIGINAL_METHODS  # today's benchmark, unchanged
+    assert learning.TASK_DEFAULTS["benchmark"].seeds == (0, 1, 2)
+    long = learning.TASK_DEFAULTS["long"]
+    assert len(long.seeds) >= 5 and set(learning.ORIGINAL_METHODS) <= set(long.methods)
+    # benchmark, 8 methods x 3 seeds x 50 steps every step: 3 x (2 x (50 + 60 + 56.1) + 6 x (50 + 80 + 56.1)) s
+    minutes = learning.estimated_minutes(list(learning.ORIGINAL_METHODS), 3, Settings(50, 1))
+    assert minutes == pytest.approx(3 * (2 * 166.1 + 6 * 186.1) / 60)
+    # One offline estimate per seed for skpo_offline_values.
+    with_values = learning.estimated_minutes(["skpo", "skpo_offline_values"], 1, Settings(50, 1))
+    assert with_values == pytest.approx((2 * 186.1 + learning.TASK_DEFAULTS["benchmark"].offline_values_s) / 60)
 
 
 # One method per code path through verl: stock GRPO, SKPO's agent loop and loss, verl's CISPO

@@ -35,3 +35,13 @@ def test_the_warm_started_model_builds_on_the_segment_it_is_shown(demo_model):
     # So do SKPO's answers from [s, q], after the demo's 600-step warm start (measured 95% vs 3%
     # on all 48 training problems x 8 answers; after 300 steps it was 52% vs 41%, and R_I was noise).
     assert rates[("right", "skip")] >= rates[("slipped", "skip")] + 0.5, rates
+
+
+def test_the_long_tasks_segment_is_its_first_step_and_its_answers_get_its_budget():
+    from skpo_verl.demo.prepare import task_lengths
+
+    assert task_lengths("long") == (64, 64) and task_lengths("benchmark") == (64, 32)
+    operands = (8, 5, 9, 7, 3)  # "8+5=13. 13+9=22. 22+7=29. 29+3=32.\nAnswer: 32": 45 byte tokens
+    assert len(task.worked_solution(operands)) + 1 <= task_lengths("long")[1]  # + EOS
+    assert task.carries(operands) == [True, True, False, True]
+    assert task.worked_solution(operands, slips=(0, 1, 0, 0)) == "8+5=13. 13+9=23. 23+7=30. 30+3=33.\nAnswer: 33"

@@ -1,6 +1,7 @@
 """How much the kept segment decides the answers: a warm-started chain-sum model, answers sampled after a given s.
 
-    python -m skpo_verl.analysis.segment_effect [--task benchmark] [--workdir DIR] [--problems 64] [--answers 8]
+    python -m skpo_verl.analysis.segment_effect [--task benchmark|demo|long] [--workdir DIR] [--problems 64]
+                                                [--answers 8]
 
 For each of the first `--problems` training problems, s is the worked solution's first step
 (`a+b=c. `, through the space after its period), once right and once with the careless
@@ -9,7 +10,10 @@ from SKPO's skip-connected input [s, q] (s's tokens, then the chat-templated pro
 the continual input (the problem, then s, answered by continuing it), and judged on their
 `Answer:` line (continual: s + answer). If the answers' accuracy after a right s is far above
 that after a slipped s, the segment decides the outcome and R_I is a signal about it
-(docs/algorithm.md, "On the learning benchmark's task").
+(docs/algorithm.md, "On the learning benchmark's task"). Answers get the task's response budget
+(`skpo_verl.demo.prepare.task_lengths`: 64 tokens on the long task). On the long task a right
+first step does not settle the outcome: a later carry can still slip, after the segment, so
+the share right after a right s is also the share of answers without a later decisive error.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def segment_effect(model, tokenizer, problems, answers: int = 8, max_tokens: int
 def main(argv=None) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from skpo_verl.demo.prepare import DEFAULT_DIR, TASKS, prepare
+    from skpo_verl.demo.prepare import DEFAULT_DIR, TASKS, prepare, task_lengths
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=list(TASKS), default="benchmark")
@@ -76,7 +80,7 @@ def main(argv=None) -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     train, _ = task.problems(TASKS[args.task][0])
     problems = train[: args.problems]
-    rates = segment_effect(model, tokenizer, problems, args.answers)
+    rates = segment_effect(model, tokenizer, problems, args.answers, max_tokens=task_lengths(args.task)[1])
     print(f"answers right after the warm start ({len(problems)} training problems x {args.answers} answers, T = 1):")
     for label in ("right", "slipped"):
         print(

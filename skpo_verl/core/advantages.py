@@ -162,3 +162,65 @@ def upstream_advantages(rewards: np.ndarray, baselines: np.ndarray, eps: float) 
         return np.zeros_like(advantages)
     centred = advantages - advantages.mean()
     return centred / (advantages.std(ddof=1) + eps)
+
+
+def upstream_advantages_rms(rewards: np.ndarray, baselines: np.ndarray, eps: float) -> np.ndarray:
+    """The single-stream advantage scaled over the batch but not centred (`upstream_norm=rms`, ours).
+
+        A_j = a_j / (sqrt(mean_B a^2) + eps),    a_j = R_I(j) - V_prev(q_j)
+
+    The batch mean is not subtracted, so each row keeps the sign of its own R_I - V_prev: on a
+    first visit (V_prev = the initial value 0) a segment whose answers are mostly right gets a
+    positive advantage however the batch's other prompts did, as a GRPO answer that is right
+    never gets a negative one. The root mean square (not the std) sets the scale, so a batch
+    where every a_j is the same still gets |A| = 1 instead of a division by zero.
+    All a_j = 0 (or no rows) gives 0 (docs/algorithm.md, "Interventions on the dip").
+
+    Args:
+        rewards: R_I, [B_up].
+        baselines: V_prev(q), [B_up].
+        eps: > 0.
+    Returns:
+        A, float64 [B_up].
+    """
+    rewards = _as_rewards(rewards, "upstream rewards")
+    baselines = _as_rewards(baselines, "upstream baselines")
+    if rewards.shape != baselines.shape:
+        raise ValueError(f"upstream rewards {rewards.shape} and baselines {baselines.shape} differ in shape.")
+    advantages = rewards - baselines
+    if advantages.size == 0 or not np.any(advantages):
+        return np.zeros_like(advantages)
+    return advantages / (np.sqrt(np.mean(advantages**2)) + eps)
+
+
+def upstream_advantages_excluding(
+    rewards: np.ndarray, baselines: np.ndarray, excluded: np.ndarray, eps: float, normalise=upstream_advantages
+) -> np.ndarray:
+    """SPO's single-stream advantage with some upstream rows taken out of it.
+
+        A_j = 0                                   for an excluded row j
+        A_j = (a_j - mean_K a) / (std_K a + eps)  otherwise, a_j = R_I(j) - V_prev(q_j)
+
+    with mean and std (ddof = 1) over K, the rows not excluded: `upstream_advantages` on them
+    alone, so an excluded row neither gets a gradient nor shifts the others' normalisation.
+    `first_visit_upstream=zero` excludes each prompt's first visit, whose V_prev is only the
+    tracker's initial value (docs/algorithm.md, "Interventions on the dip").
+
+    Args:
+        rewards: R_I, [B_up].
+        baselines: V_prev(q), [B_up].
+        excluded: bool, [B_up].
+        eps: > 0.
+        normalise: the advantage of the kept rows, `upstream_advantages` (the paper's batch
+            normalisation) or `upstream_advantages_rms`.
+    Returns:
+        A, float64 [B_up]; all 0 when fewer than two rows remain or theirs are all equal.
+    """
+    excluded = np.asarray(excluded, dtype=bool)
+    rewards = _as_rewards(rewards, "upstream rewards")
+    if excluded.shape != rewards.shape:
+        raise ValueError(f"excluded {excluded.shape} and upstream rewards {rewards.shape} differ in shape.")
+    out = np.zeros_like(rewards)
+    kept = ~excluded
+    out[kept] = normalise(rewards[kept], np.asarray(baselines, dtype=np.float64)[kept], eps)
+    return out

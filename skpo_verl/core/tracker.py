@@ -14,7 +14,8 @@ The length tracker applies the same update to raw response lengths. Both therefo
 
 SKPO starts every prompt with zero pseudo-counts (no SPO n0 warm-up): an unseen prompt
 reads the tracker's initial value, and its first observation overwrites it (N = 0 gives
-V = r whatever rho is).
+V = r whatever rho is). SPO's offline warm start instead seeds a prompt with an estimated
+value v0 as N0 = `prior_count(rho_min)` pseudo-observations (`seed`): S = v0 N0, N = N0.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def logprob_divergence(log_probs_then, log_probs_now) -> float:
     if then.shape != now.shape or then.ndim != 1 or then.size == 0:
         raise ValueError(f"logprob_divergence needs two equal non-empty 1-D arrays, got {then.shape} and {now.shape}.")
     return float(np.abs(then - now).mean())
+
+
+def prior_count(rho_min: float) -> float:
+    """N0 = 1 / (1 - rho_min): the observation count a seeded (offline-estimated) value starts with.
+
+    It is the count an EMA with forgetting factor rho_min settles at, sum_k rho_min^k (SPO's
+    choice for its offline estimates): a seeded value weighs as much as a long history of
+    observations at the fastest forgetting allowed. rho_min = 0.875 gives N0 = 8.
+    """
+    if not 0.0 < rho_min < 1.0:
+        raise ValueError(f"rho_min={rho_min} must lie in (0, 1) for a finite prior count 1 / (1 - rho_min).")
+    return 1.0 / (1.0 - rho_min)
 
 
 def reward_to_tracker(r):
@@ -128,6 +141,20 @@ class _DiscountedMeanTracker:
 
     def __len__(self) -> int:
         return len(self._count)
+
+    def seed(self, key: Hashable, value: float, count: float, step: int) -> None:
+        """Start an unseen key at `value` as `count` prior observations made at `step`: S = value * count,
+        N = count (SPO's offline warm start). Later updates discount them like any observation."""
+        key = _plain_key(key)
+        if key in self._count:
+            raise ValueError(f"{type(self).__name__}: key {key!r} already has observations; seed it before any update.")
+        if not count > 0:
+            raise ValueError(f"seed count={count} must be > 0.")
+        self._check_observation(value)
+        self._sum[key] = float(value) * float(count)
+        self._count[key] = float(count)
+        self._last_seen[key] = int(step)
+        self.version += 1
 
     def update(self, key: Hashable, observation: float, rho: float, step: int) -> float:
         """S <- rho * S + x, N <- rho * N + 1 (S = N = 0 for an unseen key); returns S / N."""

@@ -1,10 +1,13 @@
 """Build the embedded default (warm-started tiny model + chain-sum data) and print the paths.
 
-    python -m skpo_verl.demo.prepare [--task demo|benchmark] [DIR]   # DIR: ~/.cache/skpo_verl/cpu_tiny
+    python -m skpo_verl.demo.prepare [--task demo|benchmark|long] [DIR]   # DIR: ~/.cache/skpo_verl/cpu_tiny
+    python -m skpo_verl.demo.prepare --task long --lengths                # the task's token budgets only
 
 Prints shell assignments (MODEL_PATH, TRAIN_FILE, VAL_FILE, REWARD_PATH, REWARD_NAME) so a
 launcher can `eval "$(python -m skpo_verl.demo.prepare DIR)"`. Everything is built
 deterministically without a download; what is already built with the same specs is reused.
+`--lengths` prints the task's prompt and response budgets (TASK_PROMPT_LENGTH,
+TASK_RESPONSE_LENGTH) without building anything: the CPU launcher sizes its run from them.
 
 Two task sizes (`TASKS`), each built in its own sub-folder `DIR/<task>/`:
   demo       3 numbers from 1..4, 48 training / 16 held-out problems, 600 warm-start steps
@@ -44,7 +47,32 @@ TASKS = {
     # themselves are learnt: what is left wrong is (almost only) the careless first step.
     "benchmark": (task.TaskSpec(terms=3, max_operand=9, val_size=64), WarmStartSpec(steps=1200)),
 }
+# The learning benchmark's task with room to learn (--task long; docs/learning_benchmark.md, "The
+# long task"): 5 numbers from 1..9, four worked steps with partial sums up to 45, and a solver
+# careless at any step that carries (it slips at each with probability slip_rate), so the first
+# wrong step is sometimes inside SKPO's kept segment and sometimes after it. 512 training problems
+# (prompts return to their trackers within 50 steps of 8) and 256 held-out ones (one = 0.4 points).
+# The worked beginnings shown in the warm start span SKPO's split range at both the initial
+# L_q (the 64-token budget: 11-32 tokens) and the answers' own length (~40 tokens: 7-20).
+TASKS["long"] = (
+    task.TaskSpec(terms=5, max_operand=9, val_size=256, train_size=512),
+    WarmStartSpec(steps=2500, slip_at="carry", slip_rate=0.7, prefix_rate=0.6, prefix_tokens=(6, 32)),
+)
+# (max prompt tokens, max response tokens) the CPU launcher runs a task with (`--lengths`).
+DEFAULT_LENGTHS = (64, 32)
+TASK_LENGTHS = {"long": (64, 64)}  # its longest solution is 46 tokens with the EOS
 _MARKER = "skpo_warm_start.json"
+# Spec fields added after models were first built (for the long task). The marker records them
+# only when they differ from their defaults, so a model built before they existed, with the same
+# (identical) warm start, is still recognised and not rebuilt.
+_LATER_FIELDS = {"task": {"train_size": None}, "warm_start": {"slip_at": "first"}}
+
+
+def task_lengths(task_name: str) -> tuple[int, int]:
+    """(max prompt tokens, max response tokens) of a task in TASKS."""
+    if task_name not in TASKS:
+        raise ValueError(f"unknown task {task_name!r}; choose one of: {', '.join(TASKS)}")
+    return TASK_LENGTHS.get(task_name, DEFAULT_LENGTHS)
 
 
 def build_demo_model(
@@ -60,6 +88,10 @@ def build_demo_model(
     path = os.path.join(directory, "model")
     marker = os.path.join(path, _MARKER)
     specs = {"model": asdict(model_spec), "task": asdict(task_spec), "warm_start": asdict(warm_start_spec)}
+    for part, defaults in _LATER_FIELDS.items():
+        for name, default in defaults.items():
+            if specs[part][name] == default:
+                del specs[part][name]
     specs = json.loads(json.dumps(specs))  # tuples become lists, as they are read back
     if os.path.exists(marker):
         with open(marker) as f:
@@ -104,7 +136,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default=DEFAULT_DIR)
     parser.add_argument("--task", choices=list(TASKS), default="demo", help="the task size (see above)")
+    parser.add_argument("--lengths", action="store_true", help="print the task's token budgets only; build nothing")
     args = parser.parse_args(argv)
+    if args.lengths:
+        prompt_length, response_length = task_lengths(args.task)
+        print(f"TASK_PROMPT_LENGTH={prompt_length}\nTASK_RESPONSE_LENGTH={response_length}")
+        return
     for key, value in prepare(args.directory, args.task).items():
         print(f"{key}={shlex.quote(value)}")
 

@@ -8,11 +8,12 @@ line, math-verify equivalence, +1 / -1), so the demo exercises the reward every 
 The worked prefix matters: every later step builds on the first partial sum, so a response
 whose first step is wrong ends wrong. That is the situation SKPO is built for: its kept
 segment (the first t_q tokens) holds that first step, and the upstream advantage says whether
-it helped.
+it helped. With more terms a slip can happen at any step (`worked_solution`'s `slips`), so the
+decisive error is sometimes inside the kept segment and sometimes after it.
 
-`TaskSpec` is the difficulty knob (number of terms, largest operand) with a fixed seed;
-`problems(spec)` gives the same train / held-out split for the same spec on every machine,
-and the held-out problems are operand tuples never seen in training.
+`TaskSpec` is the difficulty knob (number of terms, largest operand, held-out and training
+sizes) with a fixed seed; `problems(spec)` gives the same train / held-out split for the same
+spec on every machine, and the held-out problems are operand tuples never seen in training.
 
 Rows follow verl's RL parquet schema (`data_source`, chat `prompt`, `ability`,
 `reward_model={style, ground_truth}`, `extra_info={split, index}`); `extra_info.index` is
@@ -33,8 +34,12 @@ DATA_SOURCE = "skpo_tiny/chain_sum"
 class TaskSpec:
     terms: int = 3  # numbers to add: terms - 1 worked steps
     max_operand: int = 4  # operands are drawn from 1..max_operand
-    val_size: int = 16  # held-out problems (the rest of all operand tuples is the training set)
+    val_size: int = 16  # held-out problems
     seed: int = 0
+    # Training problems: None = every operand tuple not held out; a number takes that many of
+    # them (in the spec's shuffled order), so that a large space of tuples still gives a
+    # training set small enough for prompts to return to SKPO's per-prompt trackers.
+    train_size: int | None = None
 
     def __post_init__(self):
         if self.terms < 2 or self.max_operand < 1:
@@ -44,22 +49,42 @@ class TaskSpec:
                 f"TaskSpec.val_size={self.val_size} must leave training problems out of "
                 f"{self.max_operand**self.terms} operand tuples"
             )
+        if self.train_size is not None and not 0 < self.train_size <= self.max_operand**self.terms - self.val_size:
+            raise ValueError(
+                f"TaskSpec.train_size={self.train_size} must be between 1 and the "
+                f"{self.max_operand**self.terms - self.val_size} tuples not held out (or None for all of them)"
+            )
 
 
 def prompt_text(operands: tuple[int, ...]) -> str:
     return "Add " + ", ".join(str(x) for x in operands) + "."
 
 
-def worked_solution(operands: tuple[int, ...], first_step_slip: int = 0) -> str:
+def worked_solution(operands: tuple[int, ...], first_step_slip: int = 0, slips: tuple[int, ...] | None = None) -> str:
     """`a+b=s1. s1+c=s2.` then the line `Answer: s2`; `first_step_slip` is added to the first partial sum (a
-    careless solver's error) and carried through the later steps."""
+    careless solver's error) and carried through the later steps. `slips`, one per step, instead adds
+    `slips[k]` to step k's partial sum (each carried through), for slips at any step."""
+    if slips is None:
+        slips = (first_step_slip,) + (0,) * (len(operands) - 2)
+    elif len(slips) != len(operands) - 1:
+        raise ValueError(f"{len(operands)} operands have {len(operands) - 1} steps, got {len(slips)} slips")
     total = operands[0]
     steps = []
-    for position, operand in enumerate(operands[1:]):
-        result = total + operand + (first_step_slip if position == 0 else 0)
+    for operand, slip in zip(operands[1:], slips):
+        result = total + operand + slip
         steps.append(f"{total}+{operand}={result}.")
         total = result
     return " ".join(steps) + f"\nAnswer: {total}"
+
+
+def carries(operands: tuple[int, ...]) -> list[bool]:
+    """For each step of the right solution, whether its partial sum crosses a multiple of ten
+    (`8+4=12` does, `12+5=17` does not): where the `long` task's careless solver slips."""
+    total, out = operands[0], []
+    for operand in operands[1:]:
+        out.append((total % 10) + operand >= 10)
+        total += operand
+    return out
 
 
 def answer(operands: tuple[int, ...]) -> int:
@@ -70,7 +95,8 @@ def problems(spec: TaskSpec) -> tuple[list[tuple[int, ...]], list[tuple[int, ...
     """(train, held-out) operand tuples: every tuple once, shuffled by the spec's seed."""
     every = list(itertools.product(range(1, spec.max_operand + 1), repeat=spec.terms))
     random.Random(spec.seed).shuffle(every)
-    return every[spec.val_size :], every[: spec.val_size]
+    end = None if spec.train_size is None else spec.val_size + spec.train_size
+    return every[spec.val_size : end], every[: spec.val_size]
 
 
 def build_rows(split: str, operand_tuples: list[tuple[int, ...]], first_index: int) -> list[dict]:

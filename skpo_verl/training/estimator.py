@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
+from skpo_verl.core.advantages import (
+    downstream_advantages,
+    upstream_advantages,
+    upstream_advantages_excluding,
+    upstream_advantages_rms,
+    upstream_rewards,
+)
 from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
 from skpo_verl.rows import SKPORows
 from skpo_verl.training.state import SKPOState
@@ -77,6 +83,7 @@ class AdvantageStep:
     upstream_keys: np.ndarray  # the prompt's stable key (tracker key)
     upstream_rewards: np.ndarray  # R_I
     baselines: np.ndarray  # V_prev(q), reward space
+    first_visit: np.ndarray  # bool: the prompt's value tracker had no observation before this step
     observed_lengths: np.ndarray  # this step's L_q observation
 
 
@@ -104,7 +111,13 @@ def skpo_advantages(
     )
     up_keys = rows.prompt_keys[up]
     baselines = np.array([tracker_to_reward(state.values.value(k)) for k in up_keys], dtype=np.float64)
-    advantages[up] = upstream_advantages(up_rewards, baselines, cfg.adv_eps)
+    # A first visit: the prompt's tracker has no observation yet (online, or loaded from tracker.initial_values).
+    first_visit = np.array([key not in state.values for key in up_keys], dtype=bool)
+    normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
+    if cfg.first_visit_upstream == "zero":
+        advantages[up] = upstream_advantages_excluding(up_rewards, baselines, first_visit, cfg.adv_eps, normalise)
+    else:
+        advantages[up] = normalise(up_rewards, baselines, cfg.adv_eps)
     return AdvantageStep(
         advantages=advantages,
         rewards=rewards,
@@ -114,6 +127,7 @@ def skpo_advantages(
         upstream_keys=up_keys,
         upstream_rewards=up_rewards,
         baselines=baselines,
+        first_visit=first_visit,
         observed_lengths=_observed_lengths(rows, lengths, up, down, cfg.conditioning),
     )
 
@@ -198,6 +212,7 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
         "skpo/upstream/advantage_std": _std(raw_up_adv),
         "skpo/upstream/segment_length_mean": _mean(rows.segment_lengths[up]),
         "skpo/upstream/rows": int(up.sum()),
+        "skpo/upstream/first_visit_rate": _mean(step.first_visit),
         "skpo/downstream/reward_mean": _mean(down_rewards),
         "skpo/downstream/advantage_abs_mean": _mean(np.abs(step.advantages[down])),
         "skpo/downstream/zero_adv_group_rate": _mean(np.array(zero_groups, dtype=np.float64)),

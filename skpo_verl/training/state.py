@@ -4,6 +4,12 @@ One object holds the per-prompt value tracker V(q), the per-prompt length tracke
 the random generator that draws split lengths. The V1 trainer shim creates it, the
 estimator updates it, and it is saved in every checkpoint folder as `skpo_state.pt` and
 restored on resume, so a preempted run continues exactly. No verl import.
+
+With `tracker.initial_values` (SPO's offline warm start) the value tracker starts seeded from
+the values file (`skpo_verl.training.initial_values`): each listed prompt at its estimated
+success rate with N0 = 1 / (1 - rho_min) observations, dated step 0 (the initial policy).
+Nothing else changes: what is saved and restored is the tracker as it then evolves, so a
+resumed run continues from its checkpoint, not from the file.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import numpy as np
 
 from skpo_verl.config import SKPOConfig
 from skpo_verl.core.split import split_length
-from skpo_verl.core.tracker import BetaTracker, LengthTracker, forgetting_factor, reward_to_tracker
+from skpo_verl.core.tracker import BetaTracker, LengthTracker, forgetting_factor, prior_count, reward_to_tracker
+from skpo_verl.training.initial_values import InitialValues, read_initial_values
 
 STATE_FILE = "skpo_state.pt"
 STATE_FORMAT = 1
@@ -38,6 +45,14 @@ class SKPOState:
         self.rng = np.random.default_rng(config.seed)
         # divergence=logprob only: each prompt's last kept segment, to re-score at its next visit.
         self.segments: dict[Any, StoredSegment] = {}
+        self.initial_values: InitialValues | None = None
+        if tracker.initial_values is not None:
+            self.initial_values = read_initial_values(tracker.initial_values)
+            count = prior_count(tracker.rho_min)
+            for key, success_rate in self.initial_values.values.items():
+                # Step 0: estimated with the initial policy, so with divergence=steps a prompt first drawn
+                # at step t forgets the estimate by rho(t) like any observation made at step 0.
+                self.values.seed(key, success_rate, count, step=0)
 
     def forgetting(self, prompt_key: Any, step: int, logprob_divergence: float | None = None) -> float:
         """rho for the prompt's next update, from the configured divergence D.
@@ -46,6 +61,7 @@ class SKPOState:
         caller (the stored segment re-scored by the current actor). A prompt seen for the
         first time, or with nothing to re-score, gets rho_max (as SPO's recipe); with SKPO's
         zero prior counts the first observation overwrites the initial value whatever rho is.
+        A value loaded from `tracker.initial_values` counts as observed at step 0.
         """
         tracker = self.config.tracker
         last = self.values.last_seen(prompt_key)
