@@ -321,3 +321,22 @@ def test_later_split_lengths_are_added_to_each_prompt_before_rollout():
     one = v1_trainer(SKPO, step=2)
     batch = tu.get_tensordict({"index": np.array([10], dtype=object), "x": torch.zeros(1)})
     assert "skpo_later_split_lengths" not in trainer_v1._next_train_batch(lambda self, n=None: batch, one).keys()
+
+
+# --- the launchers: NUM_SPLITS=K makes room for K segments and sets the key ----------------------------------------
+
+
+def test_launchers_make_room_for_k_segments_when_num_splits_is_set():
+    from test_launchers import compose_verl, launcher_overrides, validate_like_verl
+
+    config = compose_verl(launcher_overrides("skpo_llama3.2_3b_instruct.sh", NUM_SPLITS="2"))
+    validate_like_verl(config)
+    assert config.algorithm.skpo.num_splits == 2
+    # [s_1, s_2, q]: the problem's 1024 + 2 segments of at most 3072 / 2 tokens.
+    assert config.actor_rollout_ref.rollout.prompt_length == 1024 + 2 * 1536
+    assert check_lengths(config).max_downstream_prompt == 4096
+    # The CPU demo's launcher: 64-token problems, L_q starts at the 32-token answer budget -> 64 + 2 x 16.
+    demo = compose_verl(launcher_overrides("cpu_tiny_skpo.sh", NUM_SPLITS="2"))
+    assert (demo.algorithm.skpo.num_splits, demo.actor_rollout_ref.rollout.prompt_length) == (2, 96)
+    one = compose_verl(launcher_overrides("cpu_tiny_skpo.sh"))
+    assert "num_splits" not in one.algorithm.skpo and one.actor_rollout_ref.rollout.prompt_length == 80  # K = 1
