@@ -211,8 +211,10 @@ def test_k2_advantages_trackers_and_metrics_by_hand():
     assert metrics["skpo/upstream/reward_mean_stage2"] == pytest.approx(0.5)
     assert metrics["skpo/upstream/rows_stage1"] == 3 and metrics["skpo/upstream/rows_stage2"] == 2
     assert metrics["skpo/downstream/reward_mean_stage2"] == pytest.approx(0.5)
-    # Candidate tokens per prompt over its stages: (10 + 6, 10 + 6, 10) / 3 = 14.
-    assert metrics["skpo/rollout/candidate_tokens_mean"] == pytest.approx(14.0)
+    # Candidate tokens per upstream row (10, 6, 10, 6, 10) -> 8.4, so rows x mean = 42 for the step;
+    # per prompt over its stages: (10 + 6, 10 + 6, 10) / 3 = 14.
+    assert metrics["skpo/rollout/candidate_tokens_mean"] == pytest.approx(8.4)
+    assert metrics["skpo/multi_split/candidate_tokens_per_prompt"] == pytest.approx(14.0)
     assert metrics["skpo/rollout/candidate_tokens_mean_stage2"] == pytest.approx(6.0)
     # Downstream groups are (uid, stage): a1 and b2 vary, b1, a2, c1 do not -> 3 of 5 constant.
     assert metrics["skpo/downstream/zero_adv_group_rate"] == pytest.approx(3 / 5)

@@ -214,9 +214,10 @@ def _observed_lengths(rows: SKPORows, groups, lengths, up, down, conditioning: s
 def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOState) -> dict[str, float]:
     """The `skpo/*` metrics of one step; the tracker ones as of after `update_trackers`.
 
-    With multi-split the `skpo/upstream/*` and `skpo/downstream/*` metrics pool all stages' rows, a
-    downstream "group" is one (uid, stage), and the per-prompt rollout costs sum over the stages a
-    prompt ran; `_multi_split_metrics` adds each stage's own.
+    With multi-split the `skpo/upstream/*`, `skpo/downstream/*` and `skpo/rollout/*` metrics pool
+    all stages' rows (an upstream row is one stage of one prompt, so `skpo/upstream/rows` x
+    `skpo/rollout/candidate_tokens_mean` stays the step's candidate tokens), a downstream "group"
+    is one (uid, stage); `_multi_split_metrics` adds each stage's own and the per-prompt totals.
     """
     up, down = step.upstream, step.downstream
     groups = rows.stage_groups()
@@ -255,8 +256,8 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
     if rows.segment_nll is not None:
         candidates_per_prompt = state.config.num_candidates or down.sum() / max(up.sum(), 1)  # None = G
         out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
-        # Candidate tokens a prompt decoded, over all its stages.
-        out["skpo/rollout/candidate_tokens_mean"] = _mean(_per_prompt_sums(rows.groups[up], rows.candidate_tokens[up]))
+        # Per upstream row (one stage's candidates), so rows x mean is the step's candidate tokens for any K.
+        out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
         out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / candidates_per_prompt)
     if state.config.upstream_reward == "own_completion" and rows.completion_tokens is not None:
         # "w/o MC"'s extra decoding: the kept candidate's completion, per prompt.
@@ -298,6 +299,11 @@ def _multi_split_metrics(rows: SKPORows, step: AdvantageStep, state: SKPOState) 
         "skpo/multi_split/stopped_budget_rate": _mean([stopped[u] and not ended_at_last[u] for u in last_stage]),
         "skpo/tracker/stage_values": len(state.stage_values),
     }
+    if rows.candidate_tokens is not None:
+        # What a prompt's candidates cost over all the stages it ran.
+        out["skpo/multi_split/candidate_tokens_per_prompt"] = _mean(
+            _per_prompt_sums(rows.groups[up], rows.candidate_tokens[up])
+        )
     up_stages = stages[up]
     raw = step.upstream_rewards - step.baselines
     for k in range(1, num_splits + 1):
