@@ -96,19 +96,27 @@ def test_multi_split_accepts_the_skip_layouts_and_mc_rewards():
 
 def test_the_prompt_budget_must_hold_k_segments():
     verl = compose_ppo_config()
-    # The paper's lengths: t_max = 3072 / 2 = 1536; K = 2 segments before q: 1024 + 2 x 1536 = 4096.
+    # The paper's lengths: t_max = 3072 / 2 = 1536; K = 2 segments before q, at most 2 x 1536 = 3072 but
+    # kept under response_length (3071 at most, next_stage_runs): 1024 + 3071 = 4095. K = 3: also 4095.
     fits_one = [*PAPER, "actor_rollout_ref.rollout.prompt_length=2560", "actor_rollout_ref.rollout.max_model_len=8192"]
     assert check_lengths(config_with(verl, fits_one)).max_downstream_prompt == 2560
     with pytest.raises(SKPOLengthError) as error:
         check_lengths(config_with(verl, [*fits_one, "+algorithm.skpo.num_splits=2"]))
     message = str(error.value)
-    assert "algorithm.skpo.num_splits=2 segments of up to 1536 tokens each" in message
-    assert "Set actor_rollout_ref.rollout.prompt_length=4096" in message
+    assert "num_splits=2 segments of up to 1536 tokens each, together at most response_length - 1 = 3071" in message
+    assert "Set actor_rollout_ref.rollout.prompt_length=4095" in message
     assert "Or lower algorithm.skpo.num_splits=2." in message
     budget = check_lengths(
-        config_with(verl, [*fits_one, "+algorithm.skpo.num_splits=2", "actor_rollout_ref.rollout.prompt_length=4096"])
+        config_with(verl, [*fits_one, "+algorithm.skpo.num_splits=3", "actor_rollout_ref.rollout.prompt_length=4095"])
     )
-    assert (budget.max_downstream_prompt, budget.max_sequence) == (4096, 4096 + 3072)
+    assert (budget.max_downstream_prompt, budget.max_sequence) == (4095, 4095 + 3072)
+    # Where K x t_max is the tighter bound: split_high 1/4 of L <= 32 gives t_max = 8, so 64 + 2 x 8 = 80.
+    small = ["data.max_prompt_length=64", "data.max_response_length=32", "+algorithm.skpo.tracker.initial_length=32"]
+    small += ["+algorithm.skpo.split_low=0.1", "+algorithm.skpo.split_high=0.25", "+algorithm.skpo.num_splits=2"]
+    with pytest.raises(SKPOLengthError, match="prompt_length=80"):
+        check_lengths(config_with(verl, [*small, "actor_rollout_ref.rollout.prompt_length=79"]))
+    fits = check_lengths(config_with(verl, [*small, "actor_rollout_ref.rollout.prompt_length=80"]))
+    assert (fits.max_split_length, fits.max_downstream_prompt) == (8, 80)
 
 
 # --- the estimator on a hand-built K = 2 batch --------------------------------------------------------------------
@@ -336,7 +344,7 @@ def test_launchers_make_room_for_k_segments_when_num_splits_is_set():
     assert config.algorithm.skpo.num_splits == 2
     # [s_1, s_2, q]: the problem's 1024 + 2 segments of at most 3072 / 2 tokens.
     assert config.actor_rollout_ref.rollout.prompt_length == 1024 + 2 * 1536
-    assert check_lengths(config).max_downstream_prompt == 4096
+    assert check_lengths(config).max_downstream_prompt == 4095  # <= the launcher's 4096
     # The CPU demo's launcher: 64-token problems, L_q starts at the 32-token answer budget -> 64 + 2 x 16.
     demo = compose_verl(launcher_overrides("cpu_tiny_skpo.sh", NUM_SPLITS="2"))
     assert (demo.algorithm.skpo.num_splits, demo.actor_rollout_ref.rollout.prompt_length) == (2, 96)

@@ -69,10 +69,11 @@ def check_lengths(config: Any) -> LengthBudget:
     Checks, for the full verl config (a DictConfig as `main_ppo` composes it):
     1. t_max <= `actor_rollout_ref.rollout.response_length`: the kept segment is the
        upstream row's response;
-    2. `data.max_prompt_length` + K x t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`,
-       K = `algorithm.skpo.num_splits` (1, the paper): every prompt the agent loop emits must
-       fit verl's prompt budget (verl's own agent loops left-truncate longer prompts; SKPO
-       refuses to);
+    2. `data.max_prompt_length` + t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`;
+       with K = `algorithm.skpo.num_splits` > 1 segments, min(K x t_max, response_length - 1)
+       instead of t_max (the stage rule keeps the kept segments under response_length): every
+       prompt the agent loop emits must fit verl's prompt budget (verl's own agent loops
+       left-truncate longer prompts; SKPO refuses to);
     3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
        (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
        skipped when neither is known offline). With `algorithm.skpo.clamp_answers_to_context`
@@ -96,8 +97,10 @@ def check_lengths(config: Any) -> LengthBudget:
         )
 
     # num_splits = K: the last stage's answers read all K kept segments, [s_1..s_K, q] (and stage K's
-    # upstream row reads q with K - 1 of them), each at most t_max tokens.
-    segments = skpo.num_splits * t_max
+    # upstream row reads q with K - 1 of them), each at most t_max tokens; a stage runs only while the
+    # kept segments stay under response_length (core.split.next_stage_runs), so together at most
+    # response_length - 1.
+    segments = t_max if skpo.num_splits == 1 else min(skpo.num_splits * t_max, response_length - 1)
     if skpo.conditioning == "unconditional":
         worst_prompt = dataset_prompt_length
     else:
@@ -110,7 +113,8 @@ def check_lengths(config: Any) -> LengthBudget:
             + (
                 f"+ split length up to {t_max}"
                 if skpo.num_splits == 1
-                else f"+ algorithm.skpo.num_splits={skpo.num_splits} segments of up to {t_max} tokens each"
+                else f"+ algorithm.skpo.num_splits={skpo.num_splits} segments of up to {t_max} tokens each, "
+                f"together at most response_length - 1 = {response_length - 1}: {segments}"
             )
             + (
                 f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack"
