@@ -16,6 +16,11 @@ this order below):
 
 Session 0 returns `[upstream (q -> s), downstream_0]`; session i > 0 returns `[downstream_i]`.
 
+With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the kept candidate
+(q -> s -> rest); the reward shim (`skpo_verl.patches.agent_loop`) judges it and writes the
+outcome on the upstream row. Each answer is judged alone, on exactly its own tokens, by verl's
+reward path (the same shim).
+
 Multi-split (`algorithm.skpo.num_splits` = K > 1, ours; docs/algorithm.md, "Multi-split") repeats
 steps 1-5 per stage k = 2..K: session 0 samples candidates continuing [q, s_1..s_{k-1}] for t_k
 tokens (the driver's `skpo_later_split_lengths` column), keeps s_k by the same rule and
@@ -24,10 +29,6 @@ publishes it; every session answers again from [s_1..s_k, q]. A stage runs only 
 within response_length); session 0 publishes None for the first stage it skips. Session 0
 returns `[up_1, down_1_0, up_2, down_2_0, ...]`, session i `[down_1_i, down_2_i, ...]`; each row
 carries its stage (`skpo_stage`).
-With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the kept candidate
-(q -> s -> rest); the reward shim (`skpo_verl.patches.agent_loop`) judges it and writes the
-outcome on the upstream row. Each answer is judged alone, on exactly its own tokens, by verl's
-reward path (the same shim).
 
 Candidates and answers are independent server requests and run concurrently; the only
 wait is inside one prompt. If any request of a prompt fails, every session of that prompt
