@@ -89,6 +89,24 @@ def test_settings_that_do_not_fit_multi_split_are_refused_naming_the_key(setting
         SKPOConfig(**settings)
 
 
+def test_start_up_validation_names_num_splits_and_the_fixes():
+    from skpo_verl.validation import SKPOConfigError, validate_config
+
+    base = SKPO
+    # verl's default budgets 512 + 512: t_max = 0.5 x max(1024, 512) = 512; two segments are capped at 511.
+    with pytest.raises(SKPOConfigError) as error:
+        validate_config(
+            compose_ppo_config([*base, "+algorithm.skpo.num_splits=2", "+algorithm.skpo.conditioning=continual"])
+        )
+    assert "num_splits=2 needs algorithm.skpo.conditioning=skip" in str(error.value)
+    with pytest.raises(SKPOConfigError, match="Set actor_rollout_ref.rollout.prompt_length=1023"):
+        validate_config(
+            compose_ppo_config([*base, "+algorithm.skpo.num_splits=2", "actor_rollout_ref.rollout.prompt_length=1022"])
+        )
+    config = compose_ppo_config([*base, "+algorithm.skpo.num_splits=2", "actor_rollout_ref.rollout.prompt_length=1023"])
+    assert validate_config(config).num_splits == 2
+
+
 def test_multi_split_accepts_the_skip_layouts_and_mc_rewards():
     assert SKPOConfig(num_splits=3, skip_format="chat", upstream_reward="first_answer").num_splits == 3
     assert SKPOConfig().num_splits == 1  # the paper
