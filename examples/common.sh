@@ -107,10 +107,13 @@ add_skpo_settings() {
   # max(initial L, MAX_RESPONSE_LENGTH)) before the problem. rollout.prompt_length must hold
   # both; data.max_prompt_length stays the problem's budget (it is verl's overlong filter).
   # SKPO's start-up check (skpo_verl/rollout/lengths.py) recomputes this and refuses less.
+  # NUM_SPLITS=K (multi-split, ours; docs/algorithm.md): the last stage's answers read K segments.
   local initial_length=${1:-1024}   # tracker.initial_length's default (skpo_verl/config.py)
+  local splits=${NUM_SPLITS:-1}
   local longest_length=$(( initial_length > MAX_RESPONSE_LENGTH ? initial_length : MAX_RESPONSE_LENGTH ))
-  local skpo_prompt_length=$((MAX_PROMPT_LENGTH + longest_length / 2))
+  local skpo_prompt_length=$((MAX_PROMPT_LENGTH + splits * (longest_length / 2)))
   if [[ -n "${1:-}" ]]; then add +algorithm.skpo.tracker.initial_length="$1"; fi
+  if (( splits > 1 )); then add +algorithm.skpo.num_splits="$splits"; fi
   add actor_rollout_ref.rollout.prompt_length="$skpo_prompt_length"
   # The paper settings' micro-batch token budget (run_verl) follows the rollout's prompt budget.
   if [[ -n "${TOKEN_BUDGET_PROMPT_LENGTH:-}" ]]; then TOKEN_BUDGET_PROMPT_LENGTH=$skpo_prompt_length; fi

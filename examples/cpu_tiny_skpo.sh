@@ -6,6 +6,7 @@
 #   bash examples/cpu_tiny_skpo.sh                      # SKPO
 #   ALGO=grpo bash examples/cpu_tiny_skpo.sh            # GRPO, stock single-turn agent loop
 #   bash examples/cpu_tiny_skpo.sh trainer.total_training_steps=10   # extra Hydra overrides
+#   NUM_SPLITS=2 bash examples/cpu_tiny_skpo.sh         # multi-split (docs/algorithm.md): K kept segments
 set -euo pipefail
 
 ALGO=${ALGO:-skpo}                    # skpo | grpo

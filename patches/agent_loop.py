@@ -22,9 +22,14 @@ Adapts `verl/experimental/agent_loop/agent_loop.py`:
   the segment would be judged instead). The wrapper sends each SKPO session's answer to the
   real `_compute_score` alone, as a single-turn agent loop's output, and with
   `upstream_reward=own_completion` judges the kept candidate's own completion the same way.
+  `AgentLoopWorkerTQ._agent_loop_postprocess` (`trainer/ppo/v1/agent_loop_tq.py` ~l.158-175)
+  then copies the session's last output's `reward_score` onto every earlier output. With
+  multi-split (`algorithm.skpo.num_splits` > 1) a session returns one answer per stage, so each
+  answer remembers its own score (`SKPOAgentLoopOutput.keep_own_score`) and puts it back when
+  verl turns it into columns (`as_dict`, called after the copy).
 
 Both wrappers call verl's methods: `_run_agent_loop` whole; `_compute_score` once per SKPO
-answer (and per kept-candidate completion) instead of once with the session's padded outputs.
+answer (one per stage) (and per kept-candidate completion) instead of once with the session's padded outputs.
 Sessions of any other agent loop pass straight through. Wrapping the base class covers
 `AgentLoopWorkerTQ`, which inherits both methods.
 """
@@ -64,8 +69,13 @@ def _score_each_answer_alone(original):
 
         if not any(isinstance(output, SKPOAgentLoopOutput) for output in outputs):
             return await original(self, outputs, kwargs, *args, **more)
-        # The answer is the session's last output; verl copies its score onto the others.
-        await original(self, outputs[-1:], kwargs, *args, **more)
+        # Each answer alone. With one split the answer is the session's last output; with multi-split a
+        # session answers once per stage, and verl then copies the last one's score onto all the others
+        # (`_agent_loop_postprocess`), so each answer keeps its own for `as_dict` to put back.
+        for output in outputs:
+            if isinstance(output, SKPOAgentLoopOutput) and not output.skpo_is_upstream:
+                await original(self, [output], kwargs, *args, **more)
+                output.keep_own_score()
         for output in outputs[:-1]:
             completion = getattr(output, "_own_completion", None)
             if completion is None:

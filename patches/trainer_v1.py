@@ -9,10 +9,12 @@ a GRPO run in the same process is untouched. In short:
 - `__init__` (l.120): validate the config, create the `SKPOState` (trackers) it owns.
 - `_init_dataloader` (l.708) and `create_rl_sampler` (imported by name, l.69, called l.749):
   check `extra_info.index`, swap in the prioritized sampler when it is on, load in the driver.
-- `_next_train_batch` (l.1479): add each prompt's split length t_q before rollout.
+- `_next_train_batch` (l.1479): add each prompt's split length t_q before rollout (and t_2..t_K
+  with `algorithm.skpo.num_splits` = K > 1).
 - `_compute_advantage` (l.1743): replaced wholesale by SKPO's estimator on the row-contract
   fields (`skpo_verl.rows`); with `tracker.divergence=logprob` also re-scores returning prompts.
-- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): n + 1 rows per prompt.
+- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): K x (n + 1) rows per prompt
+  (K = `algorithm.skpo.num_splits`, 1 in the paper).
 - `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`.
 """
 
@@ -143,12 +145,17 @@ def _create_rl_sampler(real_create_rl_sampler):
 
 
 def _next_train_batch(original, self, *args, **kwargs):
-    """`PPOTrainer._next_train_batch`: calls verl's whole, then adds the `skpo_split_length` column (t_q)."""
+    """`PPOTrainer._next_train_batch`: calls verl's whole, then adds the `skpo_split_length` column (t_q).
+
+    With multi-split also `skpo_later_split_lengths` (t_2..t_K, [B, K - 1]), drawn after t_q.
+    """
     batch = original(self, *args, **kwargs)
     state = _state(self)
     if state is not None:
         keys = _as_list(batch["index"])
         batch[R.PROMPT_SPLIT_LENGTH] = torch.as_tensor(state.split_lengths(keys, self.global_steps))
+        if state.config.num_splits > 1:
+            batch[R.PROMPT_LATER_SPLIT_LENGTHS] = torch.as_tensor(state.later_split_lengths(keys, self.global_steps))
     return batch
 
 
@@ -211,7 +218,9 @@ def _compute_advantage(original, self, batch, metrics):
 
 
 def _upstream_keys(batch, skpo_rows):
-    real = skpo_rows.is_upstream & ~skpo_rows.is_padding
+    """TransferQueue keys and prompt keys of the stage-1 upstream rows (q -> s_1): with multi-split
+    the prompt's divergence D is measured on its first segment and serves all its stages."""
+    real = skpo_rows.is_upstream & ~skpo_rows.is_padding & (skpo_rows.stage_of_rows() == 1)
     return [key for key, keep in zip(batch.keys, real) if keep], skpo_rows.prompt_keys[real]
 
 
@@ -342,12 +351,21 @@ def _as_list(column) -> list:
     return list(column)
 
 
+def rows_per_prompt(n: int, num_splits: int) -> int:
+    """SKPO's rows per prompt: K x (n downstream + 1 upstream), K = num_splits (1 in the paper).
+
+    With multi-split a prompt whose later stages are skipped has fewer; verl pads a short batch
+    up to whole mini-batches (`upsample_batch_to_divisible_size`), whose padding rows train nothing.
+    """
+    return num_splits * (n + 1)
+
+
 @contextlib.contextmanager
-def _rows_per_prompt(config):
-    """Present rollout.n as SKPO's rows per prompt (n downstream + 1 upstream) for mini-batch sizing."""
+def _rows_per_prompt(config, num_splits: int = 1):
+    """Present rollout.n as SKPO's rows per prompt (`rows_per_prompt`) for mini-batch sizing."""
     rollout = config.actor_rollout_ref.rollout
     n = rollout.n
-    rollout.n = n + 1
+    rollout.n = rows_per_prompt(n, num_splits)
     try:
         yield
     finally:
@@ -355,18 +373,19 @@ def _rows_per_prompt(config):
 
 
 def _get_required_batch_multiple(original, self, *args, **kwargs):
-    """`PPOTrainer._get_required_batch_multiple` (l.1589): verl's whole, with rollout.n read as n + 1.
+    """`PPOTrainer._get_required_batch_multiple` (l.1589): verl's whole, with rollout.n read as K x (n + 1).
 
-    verl sizes a mini-batch as `ppo_mini_batch_size * rollout.n` rows; SKPO has n + 1 per prompt.
+    verl sizes a mini-batch as `ppo_mini_batch_size * rollout.n` rows; SKPO has K x (n + 1) per prompt.
     """
-    if _state(self) is None:
+    state = _state(self)
+    if state is None:
         return original(self, *args, **kwargs)
-    with _rows_per_prompt(self.config):
+    with _rows_per_prompt(self.config, state.config.num_splits):
         return original(self, *args, **kwargs)
 
 
 def _update_actor(original, self, batch, metrics):
-    """`PPOTrainer._update_actor` (l.1827): verl's whole, with n + 1 rows per prompt and the loss settings.
+    """`PPOTrainer._update_actor` (l.1827): verl's whole, with K x (n + 1) rows per prompt and the loss settings.
 
     `algorithm.skpo.loss` travels in the batch's `extra_info` (the actor workers see only the
     actor's config); `skpo_verl.patches.ppo_loss_roles` reads it there.
@@ -375,7 +394,7 @@ def _update_actor(original, self, batch, metrics):
     if state is None:
         return original(self, batch, metrics)
     batch.extra_info[R.LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
-    with _rows_per_prompt(self.config):
+    with _rows_per_prompt(self.config, state.config.num_splits):
         return original(self, batch, metrics)
 
 

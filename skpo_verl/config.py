@@ -111,6 +111,11 @@ class SKPOConfig:
     # Candidates sampled from q per prompt (Rollout step 2); None = G (the paper). Fewer cut the
     # candidate tokens decoded (docs/algorithm.md, Cost); start-up checks 1 <= value <= G.
     num_candidates: int | None = None
+    # Kept segments per prompt (ours, beyond the paper; docs/algorithm.md, "Multi-split"). 1 = the
+    # paper's single early split. K >= 2: stage k's candidates continue [q, s_1..s_{k-1}], its answers
+    # come from [s_1..s_k, q], and its upstream row (q, s_1..s_{k-1} -> s_k) gets its own MC reward and
+    # value tracker. Needs conditioning=skip and an MC upstream reward (mc_mean or first_answer).
+    num_splits: int = 1
     # SPO prioritized prompt sampling, w(q) ∝ sqrt(V(1-V)) + priority_eps; on in the paper
     # (Appendix C). It makes the train dataloader load in the driver (no worker prefetch) so
     # each draw sees the tracker as of the previous step (docs/algorithm.md, Sampling).
@@ -174,6 +179,33 @@ class SKPOConfig:
             raise ValueError(f"algorithm.skpo.num_candidates={self.num_candidates} must be >= 1 (null = G, the paper).")
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
+        self._check_num_splits()
+
+    def _check_num_splits(self) -> None:
+        if isinstance(self.num_splits, bool) or not isinstance(self.num_splits, int) or self.num_splits < 1:
+            raise ValueError(
+                f"algorithm.skpo.num_splits={self.num_splits!r} must be an integer >= 1 (1 = the paper's single split)."
+            )
+        if self.num_splits == 1:
+            return
+        if self.conditioning != "skip":
+            raise ValueError(
+                f"algorithm.skpo.num_splits={self.num_splits} needs algorithm.skpo.conditioning=skip (it is "
+                f"{self.conditioning!r}): each later stage answers from the skip-connected input [s_1..s_k, q]; "
+                + (
+                    "answers from q alone would give every stage the same reward, so its segments get no credit. "
+                    if self.conditioning == "unconditional"
+                    else "the continual layout (q then s as a prefix) is not implemented for several segments. "
+                )
+                + "Set conditioning=skip, or num_splits=1."
+            )
+        if self.upstream_reward == "own_completion":
+            raise ValueError(
+                f"algorithm.skpo.num_splits={self.num_splits} with algorithm.skpo.upstream_reward=own_completion: "
+                "each stage's upstream row is credited with the answers from its own skip-connected input; one "
+                "completion of the first candidate cannot credit the later segments. Use upstream_reward=mc_mean "
+                "(the paper) or first_answer, or num_splits=1."
+            )
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any] | None) -> SKPOConfig:

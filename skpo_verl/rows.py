@@ -10,7 +10,9 @@ This module is the one owner of every name and dtype that crosses a process boun
 - The driver-to-loss columns: written at advantage time, read by the loss shim.
 
 A rollout for one prompt q emits one upstream row (prompt q, response s) and G downstream
-rows (prompt [s, q], response o_i). No verl import here.
+rows (prompt [s, q], response o_i); with `algorithm.skpo.num_splits` = K > 1, up to K such
+stages, stage k's rows carrying `skpo_stage` = k (upstream prompt [q, s_1..s_{k-1}], response
+s_k; downstream prompt [s_1..s_k, q]). No verl import here.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ COMPLETION_REWARD = "skpo_completion_reward"
 # upstream_reward=own_completion: tokens decoded to complete the kept candidate (the rest after it;
 # 0 when it had ended); 0 on every other row and in other modes. For cost metrics only.
 COMPLETION_TOKENS = "skpo_completion_tokens"
+# Multi-split (algorithm.skpo.num_splits): the stage k = 1..K the row belongs to (1 with one split),
+# and whether the stage's kept candidate ended (EOS) within its split length, which stops later stages.
+STAGE = "skpo_stage"
+SEGMENT_ENDED = "skpo_segment_ended"
 
 ROLLOUT_FIELDS: Mapping[str, type] = {
     IS_UPSTREAM: np.int64,
@@ -43,6 +49,8 @@ ROLLOUT_FIELDS: Mapping[str, type] = {
     EARLY_EOS_CANDIDATES: np.int64,
     COMPLETION_REWARD: np.float32,
     COMPLETION_TOKENS: np.int64,
+    STAGE: np.int64,
+    SEGMENT_ENDED: np.int64,
 }
 
 # Columns verl already provides and SKPO relies on.
@@ -52,6 +60,8 @@ SESSION = "session_id"  # downstream answer number 0..G-1 (the upstream row shar
 
 # Driver -> rollout: added to each prompt before it is rolled out (read from the agent loop's kwargs).
 PROMPT_SPLIT_LENGTH = SPLIT_LENGTH
+# num_splits = K > 1 only: t_2..t_K per prompt, an int64 [B, K - 1] column drawn by the driver like t_q.
+PROMPT_LATER_SPLIT_LENGTHS = "skpo_later_split_lengths"
 
 # What the driver fetches from TransferQueue at advantage time.
 ESTIMATOR_FIELDS = (GROUP, PROMPT_KEY, SESSION, "response_mask", "rm_scores", *ROLLOUT_FIELDS)
@@ -82,11 +92,29 @@ class SKPORows:
     candidate_tokens: np.ndarray | None = None  # int [B]
     early_eos_candidates: np.ndarray | None = None  # int [B]
     completion_tokens: np.ndarray | None = None  # int [B], own_completion mode
+    # Multi-split: each row's stage (None = every row stage 1, as with num_splits = 1) and whether the
+    # stage's kept candidate ended (EOS), for the stop metrics.
+    stages: np.ndarray | None = None  # int [B]
+    segment_ended: np.ndarray | None = None  # int [B]
+
+    def stage_of_rows(self) -> np.ndarray:
+        """int [B]: each row's stage, 1 where the batch carries none."""
+        return np.ones(len(self.is_upstream), dtype=np.int64) if self.stages is None else self.stages
+
+    def stage_groups(self) -> np.ndarray:
+        """object [B]: the group a row is normalised in, its uid with one split, (uid, stage) with several."""
+        stages = self.stage_of_rows()
+        if np.all(stages == 1):
+            return self.groups
+        out = np.empty(len(stages), dtype=object)
+        out[:] = [(group, int(stage)) for group, stage in zip(self.groups, stages)]
+        return out
 
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence], is_padding: Sequence[bool]) -> SKPORows:
         """Build from fetched columns (lists, arrays or tensors converted with `.tolist()`)."""
-        missing = [name for name in ROLLOUT_FIELDS if name not in columns]
+        # Rows without the multi-split fields are stage 1 (what every row of a one-split run is).
+        missing = [name for name in ROLLOUT_FIELDS if name not in columns and name not in (STAGE, SEGMENT_ENDED)]
         if missing:
             raise RuntimeError(
                 f"Training rows lack the SKPO fields {missing}: they were not produced by the skpo_agent agent loop. "
@@ -96,6 +124,9 @@ class SKPORows:
 
         def column(name, dtype=object):
             return np.array(list(columns[name]), dtype=dtype)
+
+        def optional(name):
+            return column(name, np.int64) if name in columns else None
 
         return cls(
             is_upstream=column(IS_UPSTREAM, np.int64).astype(bool),
@@ -110,4 +141,6 @@ class SKPORows:
             candidate_tokens=column(CANDIDATE_TOKENS, np.int64),
             early_eos_candidates=column(EARLY_EOS_CANDIDATES, np.int64),
             completion_tokens=column(COMPLETION_TOKENS, np.int64),
+            stages=optional(STAGE),
+            segment_ended=optional(SEGMENT_ENDED),
         )

@@ -63,3 +63,13 @@ def test_a_dump_without_skpo_rows_is_refused(tmp_path):
         count_signs(read_dump(str(tmp_path)))
     with pytest.raises(FileNotFoundError, match="trainer.rollout_data_dir"):
         read_dump(str(tmp_path / "missing"))
+
+
+def test_a_multi_split_dump_is_refused(tmp_path):
+    # num_splits = 2: session 0 emits up_1, down_1_0, up_2, down_2_0 (outputs 0-3); its stage-2 rows would
+    # otherwise be read as more answers of stage 1.
+    rows = _prompt("a", "Add 3, 5, 4.", "3+5=8. ", [1, 1], 1)
+    rows.append({"input": "Add 3, 5, 4.\n3+5=8. ", "output": "8+4=12.", "score": 1.0, "step": 1, "uid": "a_0_2"})
+    _write(tmp_path, 1, rows)
+    with pytest.raises(ValueError, match="multi-split run"):
+        count_signs(read_dump(str(tmp_path)))

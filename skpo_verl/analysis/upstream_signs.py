@@ -66,6 +66,11 @@ def upstream_rows(rows: list[dict]) -> list[dict]:
     prompts: dict[str, dict] = collections.defaultdict(lambda: {"answers": []})
     for row in rows:
         uid, session, output = row["uid"].rsplit("_", 2)
+        if int(output) > 1 or (int(session) > 0 and int(output) > 0):
+            raise ValueError(
+                f"row {row['uid']}: a session with more than one answer comes from a multi-split run "
+                "(algorithm.skpo.num_splits > 1); this analysis reads one-split dumps only."
+            )
         if (int(session), int(output)) == (0, 0):
             prompts[uid]["upstream"] = row
         else:

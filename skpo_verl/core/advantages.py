@@ -224,3 +224,49 @@ def upstream_advantages_excluding(
     kept = ~excluded
     out[kept] = normalise(rewards[kept], np.asarray(baselines, dtype=np.float64)[kept], eps)
     return out
+
+
+def upstream_advantages_by_stage(
+    rewards: np.ndarray,
+    baselines: np.ndarray,
+    stages: np.ndarray,
+    eps: float,
+    normalise=upstream_advantages,
+    excluded: np.ndarray | None = None,
+) -> np.ndarray:
+    """The upstream advantage normalised within each multi-split stage (docs/algorithm.md, "Multi-split").
+
+        A_j = normalise({R_I(i) - V_prev(i) : stage(i) = stage(j)})_j
+
+    Stage k's rows are compared only with the batch's other stage-k rows: a later segment's
+    answers see more of the reasoning, so their R_I runs higher, and centring all stages
+    together would push every stage-1 segment down against them. With one stage (num_splits =
+    1, the paper) this is `normalise` over all rows, the same numbers. `excluded` rows
+    (first_visit_upstream=zero) get 0 and are left out of their stage's statistics
+    (`upstream_advantages_excluding`).
+
+    Args:
+        rewards: R_I, [B_up].
+        baselines: V_prev of each row's own tracker (prompt key for stage 1, (key, k) later), [B_up].
+        stages: stage number of each row, [B_up].
+        eps: > 0.
+        normalise: `upstream_advantages` (the paper) or `upstream_advantages_rms`.
+        excluded: bool [B_up] or None.
+    Returns:
+        A, float64 [B_up].
+    """
+    rewards = _as_rewards(rewards, "upstream rewards")
+    stages = np.asarray(stages)
+    if stages.shape != rewards.shape:
+        raise ValueError(f"stages {stages.shape} and upstream rewards {rewards.shape} differ in shape.")
+    baselines = np.asarray(baselines, dtype=np.float64)
+    out = np.zeros_like(rewards)
+    for stage in dict.fromkeys(stages.tolist()):
+        rows = stages == stage
+        if excluded is None:
+            out[rows] = normalise(rewards[rows], baselines[rows], eps)
+        else:
+            out[rows] = upstream_advantages_excluding(
+                rewards[rows], baselines[rows], np.asarray(excluded, dtype=bool)[rows], eps, normalise
+            )
+    return out

@@ -7,6 +7,7 @@ high = 1/2, L_q the prompt's running mean response length).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -69,6 +70,32 @@ def cut_early_candidate(length: int, split_length: int, ended: bool) -> int:
     if ended and length <= split_length:
         return max(1, length // 2)
     return min(length, split_length)
+
+
+def next_stage_runs(
+    kept_lengths: Sequence[int], next_split_length: int, response_length: int, last_ended: bool
+) -> bool:
+    """Whether multi-split's next stage k + 1 runs (docs/algorithm.md, "Multi-split"):
+
+        runs  iff  not last_ended  and  |s_1| + ... + |s_k| + t_{k+1} < response_length
+
+    The kept segments continue one another, so s_1..s_{k+1} is the beginning of one response
+    and must leave at least one token of `response_length` for the rest of it. A kept segment
+    that ended (its candidate emitted EOS within its split length) finished its reasoning:
+    there is nothing to continue, so no later stage runs either.
+
+    Args:
+        kept_lengths: |s_1|..|s_k|, tokens of the segments kept so far (k >= 1).
+        next_split_length: t_{k+1} >= 1, drawn by the split rule.
+        response_length: verl's `actor_rollout_ref.rollout.response_length`.
+        last_ended: whether s_k's candidate ended (EOS) within t_k.
+    """
+    if not kept_lengths or any(n < 1 for n in kept_lengths) or next_split_length < 1:
+        raise ValueError(
+            f"kept_lengths={list(kept_lengths)} must be non-empty lengths >= 1 and next_split_length="
+            f"{next_split_length} >= 1."
+        )
+    return not last_ended and sum(kept_lengths) + next_split_length < response_length
 
 
 def split_length(rule: str, mean_length: float, low: float, high: float, step: int, rng: np.random.Generator) -> int:

@@ -15,10 +15,20 @@ this order below):
 5. answer: every session answers from the downstream input ([s, q] in skip mode) (`_answer`).
 
 Session 0 returns `[upstream (q -> s), downstream_0]`; session i > 0 returns `[downstream_i]`.
+
 With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the kept candidate
 (q -> s -> rest); the reward shim (`skpo_verl.patches.agent_loop`) judges it and writes the
 outcome on the upstream row. Each answer is judged alone, on exactly its own tokens, by verl's
 reward path (the same shim).
+
+Multi-split (`algorithm.skpo.num_splits` = K > 1, ours; docs/algorithm.md, "Multi-split") repeats
+steps 1-5 per stage k = 2..K: session 0 samples candidates continuing [q, s_1..s_{k-1}] for t_k
+tokens (the driver's `skpo_later_split_lengths` column), keeps s_k by the same rule and
+publishes it; every session answers again from [s_1..s_k, q]. A stage runs only while
+`core.split.next_stage_runs` allows it (no EOS in the last kept candidate, the kept prefix
+within response_length); session 0 publishes None for the first stage it skips. Session 0
+returns `[up_1, down_1_0, up_2, down_2_0, ...]`, session i `[down_1_i, down_2_i, ...]`; each row
+carries its stage (`skpo_stage`).
 
 Candidates and answers are independent server requests and run concurrently; the only
 wait is inside one prompt. If any request of a prompt fails, every session of that prompt
@@ -34,7 +44,9 @@ validates but does not tell agent loops (`skpo_verl.patches.agent_loop` tells th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 import zlib
@@ -55,7 +67,7 @@ from verl.workers.rollout.replica import TokenOutput
 from skpo_verl import rows
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
-from skpo_verl.core.split import cut_early_candidate, split_length
+from skpo_verl.core.split import cut_early_candidate, next_stage_runs, split_length
 from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME  # noqa: F401 - AGENT_NAME is re-exported
 from skpo_verl.rollout.lengths import (
     CHAT_SEPARATOR,
@@ -84,12 +96,26 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
     skpo_early_eos_candidates: int
     skpo_completion_reward: float = 0.0
     skpo_completion_tokens: int = 0
+    skpo_stage: int = 1
+    skpo_segment_ended: int = 0
     # upstream_reward=own_completion: the kept candidate's own completion (q -> s -> rest), which
     # the reward shim judges and turns into skpo_completion_reward. Never stored as a column.
     _own_completion: AgentLoopOutput | None = PrivateAttr(default=None)
+    # An answer's own (reward_score, reward_extra_info), kept by the reward shim: verl's
+    # `_agent_loop_postprocess` copies the session's last output's score onto every earlier output,
+    # which with multi-split includes the earlier stages' answers. `as_dict` puts it back.
+    _own_score: tuple | None = PrivateAttr(default=None)
+
+    def keep_own_score(self) -> None:
+        """Remember the score verl's reward path just gave this output (see `_own_score`)."""
+        self._own_score = (self.reward_score, self.extra_fields.get("reward_extra_info"))
 
     def as_dict(self) -> dict[str, Any]:
         """verl's columns plus the SKPO fields as 0-d tensors, so a batch stacks them into [B] columns."""
+        if self._own_score is not None:
+            self.reward_score, reward_extra_info = self._own_score
+            if reward_extra_info is not None:
+                self.extra_fields["reward_extra_info"] = reward_extra_info
         output = super().as_dict()
         for name, dtype in rows.ROLLOUT_FIELDS.items():
             output[name] = torch.tensor(getattr(self, name), dtype=_TORCH_DTYPES[dtype])
@@ -117,6 +143,7 @@ class KeptSegment:
     extra_fields: dict  # the kept candidate's TokenOutput.extra_fields (weight versions)
     candidate: TokenOutput  # the kept candidate as generated, before the cut ("w/o MC" completes it)
     candidate_ended: bool  # whether the kept candidate ended (EOS) within t_q
+    stage: int = 1  # multi-split: the stage k this segment was kept at
 
 
 NO_SEGMENT = KeptSegment([], [], 0.0, 0, 0, 0, {}, TokenOutput(token_ids=[]), False)
@@ -176,6 +203,8 @@ class PromptRequest:
     priority: int
     step: int  # the trainer's global step
     split_length: int | None  # the driver's `skpo_split_length` column (t_q), None if absent
+    # num_splits > 1: the driver's `skpo_later_split_lengths` column (t_2..t_K), None if absent.
+    later_split_lengths: tuple[int, ...] | None = None
 
 
 class SKPOAgentLoop(AgentLoopBase):
@@ -194,6 +223,7 @@ class SKPOAgentLoop(AgentLoopBase):
         if await self.process_multi_modal_info(messages):
             raise NotImplementedError("skpo_agent supports text prompts only; this prompt carries images/videos/audio.")
         split_length = kwargs.get(rows.PROMPT_SPLIT_LENGTH)
+        later = kwargs.get(rows.PROMPT_LATER_SPLIT_LENGTHS)
         request = PromptRequest(
             uid=str(kwargs["uid"]),
             messages=messages,
@@ -202,9 +232,12 @@ class SKPOAgentLoop(AgentLoopBase):
             priority=int(kwargs.get("priority", 0)),
             step=int(kwargs.get("global_steps", 0)),
             split_length=None if split_length is None else int(split_length),
+            later_split_lengths=None if later is None else tuple(int(t) for t in _as_list(later)),
         )
         if validating.get():
             return await self._single_turn(request)
+        if self.skpo.num_splits > 1:
+            return await self._multi_split(request, self._session_id(kwargs))
         return await self._skip_connected(request, self._session_id(kwargs))
 
     async def _single_turn(self, request: PromptRequest) -> AgentLoopOutput:
@@ -250,6 +283,108 @@ class SKPOAgentLoop(AgentLoopBase):
             return [downstream]
         return [self._upstream_output(request, segment, completion, started), downstream]
 
+    async def _multi_split(self, request: PromptRequest, session_id: int) -> list[AgentLoopOutput]:
+        """num_splits = K > 1: per stage k session 0 keeps s_k (`_stages`); every session answers from [s_1..s_k, q]."""
+        started = time.perf_counter()
+        outputs: list[AgentLoopOutput] = []
+        stages = self.skpo.num_splits
+        forget_after_s = (stages + 1) * self.segment_timeout_s
+        with group_session(request.uid, self.setup.group_size, session_id, forget_after_s) as group:
+            producing = asyncio.ensure_future(self._stages(request, group)) if session_id == 0 else None
+            try:
+                kept: list[KeptSegment] = []
+                for stage in range(1, stages + 1):
+                    segment = await group.kept_segment(self.segment_timeout_s, stage)
+                    if segment is None:
+                        break
+                    kept.append(segment)
+                    answer_prompt, answer = await group.unless_a_sibling_fails(
+                        session_id, self._answer_stage(request, kept, session_id)
+                    )
+                    if session_id == 0:
+                        outputs.append(self._stage_upstream_output(request, kept, started))
+                    outputs.append(self._output(answer_prompt, answer, segment, is_upstream=False, started=started))
+                if producing is not None:
+                    await producing
+            finally:
+                if producing is not None:  # stopped early (a failure): end it, and collect its error
+                    producing.cancel()
+                    with contextlib.suppress(BaseException):
+                        await producing
+        return outputs
+
+    async def _stages(self, request: PromptRequest, group) -> None:
+        """Session 0: keeps and publishes s_1, s_2, ... while `next_stage_runs` allows; None at the first skip."""
+        try:
+            kept: list[KeptSegment] = []
+            for stage in range(1, self.skpo.num_splits + 1):
+                t_k = self._split_length(request) if stage == 1 else self._later_split_length(request, stage)
+                if kept and not next_stage_runs(
+                    [len(s.token_ids) for s in kept], t_k, self.setup.response_length, kept[-1].candidate_ended
+                ):
+                    group.publish(None, stage)
+                    return
+                context = list(request.prompt_ids) + [t for s in kept for t in s.token_ids]
+                segment = await self._segment_from(request, context, t_k, stage)
+                kept.append(segment)
+                group.publish(segment, stage)
+        except BaseException as error:
+            group.fail(0, error)
+            raise
+
+    def _later_split_length(self, request: PromptRequest, stage: int) -> int:
+        """t_k for stage k >= 2: the driver's `skpo_later_split_lengths` column, else drawn from the initial length."""
+        if request.later_split_lengths is not None:
+            if len(request.later_split_lengths) < stage - 1:
+                raise RuntimeError(
+                    f"prompt uid={request.uid}: the driver sent {len(request.later_split_lengths)} later split "
+                    f"lengths for algorithm.skpo.num_splits={self.skpo.num_splits}."
+                )
+            t_k = request.later_split_lengths[stage - 2]
+        else:
+            cfg = self.skpo
+            _warn_once(
+                f"skpo_agent: prompts carry no '{rows.PROMPT_LATER_SPLIT_LENGTHS}' column (added by skpo_verl's V1 "
+                f"trainer shim); drawing t_k from the initial length L={cfg.tracker.initial_length:g}."
+            )
+            rng = np.random.default_rng([cfg.seed, zlib.crc32(request.uid.encode()), stage])
+            t_k = split_length(
+                cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, request.step, rng
+            )
+        if not 1 <= t_k <= self.setup.response_length:
+            raise SKPOLengthError(
+                f"split length t_{stage}={t_k} is outside [1, actor_rollout_ref.rollout.response_length="
+                f"{self.setup.response_length}]: the kept segment is the upstream row's response."
+            )
+        return t_k
+
+    async def _segment_from(self, request: PromptRequest, context: list[int], t_k: int, stage: int) -> KeptSegment:
+        """Steps 2-4 of stage k: candidates continuing `context` ([q, s_1..s_{k-1}]), the cut, the selection."""
+        candidates = await self._candidates(request, t_k, context, stage)
+        ended = [self._ended(candidate.token_ids, t_k) for candidate in candidates]
+        kept_lengths = [cut_early_candidate(len(c.token_ids), t_k, e) for c, e in zip(candidates, ended)]
+        segment = self._select(candidates, kept_lengths, ended, t_k, request.step)
+        return dataclasses.replace(segment, stage=stage)
+
+    async def _answer_stage(
+        self, request: PromptRequest, kept: list[KeptSegment], session_id: int
+    ) -> tuple[list[int], TokenOutput]:
+        """Stage k's answer from the skip-connected input of every kept segment, [s_1..s_k, q]."""
+        segment_ids = [t for s in kept for t in s.token_ids]
+        answer_prompt = await self._downstream_prompt(request, segment_ids)
+        budget = self._answer_budget(len(answer_prompt), len(segment_ids))
+        answer = await self._generate(request, f"stage{len(kept)}-answer-{session_id}", answer_prompt, budget)
+        return answer_prompt, answer
+
+    def _stage_upstream_output(self, request: PromptRequest, kept: list[KeptSegment], started: float):
+        """Stage k's upstream row: prompt [q, s_1..s_{k-1}], response s_k."""
+        segment = kept[-1]
+        context = list(request.prompt_ids) + [t for s in kept[:-1] for t in s.token_ids]
+        response = TokenOutput(
+            token_ids=segment.token_ids, log_probs=segment.log_probs, extra_fields=segment.extra_fields
+        )
+        return self._output(context, response, segment, is_upstream=True, started=started)
+
     async def _segment(self, request: PromptRequest) -> KeptSegment:
         """Steps 1-4: t_q, G candidates stopped at t_q, the early-EOS cut, the selection rule."""
         t_q = self._split_length(request)
@@ -280,12 +415,17 @@ class SKPOAgentLoop(AgentLoopBase):
             )
         return t_q
 
-    async def _candidates(self, request: PromptRequest, t_q: int) -> list[TokenOutput]:
-        """Step 2: G candidates from q (algorithm.skpo.num_candidates if set), each stopped after t_q tokens."""
+    async def _candidates(
+        self, request: PromptRequest, t_q: int, context: list[int] | None = None, stage: int = 1
+    ) -> list[TokenOutput]:
+        """Step 2: G candidates from q (algorithm.skpo.num_candidates if set), each stopped after t_q tokens.
+
+        Multi-split's stage k >= 2 continues `context` = [q, s_1..s_{k-1}] instead of q.
+        """
         count = self.skpo.num_candidates or self.setup.group_size
-        generating = all_or_none(
-            self._generate(request, f"candidate-{k}", request.prompt_ids, t_q) for k in range(count)
-        )
+        prompt_ids = request.prompt_ids if context is None else context
+        label = "candidate" if stage == 1 else f"stage{stage}-candidate"
+        generating = all_or_none(self._generate(request, f"{label}-{k}", prompt_ids, t_q) for k in range(count))
         try:
             return await asyncio.wait_for(generating, self.segment_timeout_s)
         except asyncio.TimeoutError:
@@ -472,6 +612,8 @@ class SKPOAgentLoop(AgentLoopBase):
             skpo_early_eos_candidates=segment.early_eos_candidates,
             skpo_completion_reward=0.0,
             skpo_completion_tokens=0,
+            skpo_stage=segment.stage,
+            skpo_segment_ended=int(segment.candidate_ended),
         )
 
 
@@ -495,6 +637,11 @@ async def _flatten(answering: Awaitable, completing: Awaitable) -> tuple:
     """(answer prompt, answer, completion): session 0's answer and the kept candidate's completion, together."""
     (answer_prompt, answer), completion = await all_or_none([answering, completing])
     return answer_prompt, answer, completion
+
+
+def _as_list(value) -> list:
+    """A kwargs column entry (a tensor row, a numpy array or a list) as a python list."""
+    return value.tolist() if hasattr(value, "tolist") else list(value)
 
 
 _warned: set[str] = set()

@@ -69,9 +69,11 @@ def check_lengths(config: Any) -> LengthBudget:
     Checks, for the full verl config (a DictConfig as `main_ppo` composes it):
     1. t_max <= `actor_rollout_ref.rollout.response_length`: the kept segment is the
        upstream row's response;
-    2. `data.max_prompt_length` + t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`:
-       every prompt the agent loop emits must fit verl's prompt budget (verl's own agent
-       loops left-truncate longer prompts; SKPO refuses to);
+    2. `data.max_prompt_length` + t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`;
+       with K = `algorithm.skpo.num_splits` > 1 segments, min(K x t_max, response_length - 1)
+       instead of t_max (the stage rule keeps the kept segments under response_length): every
+       prompt the agent loop emits must fit verl's prompt budget (verl's own agent loops
+       left-truncate longer prompts; SKPO refuses to);
     3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
        (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
        skipped when neither is known offline). With `algorithm.skpo.clamp_answers_to_context`
@@ -94,25 +96,36 @@ def check_lengths(config: Any) -> LengthBudget:
             f"lower +algorithm.skpo.tracker.initial_length to at most {math.floor(response_length / skpo.split_high)}."
         )
 
+    # num_splits = K: the last stage's answers read all K kept segments, [s_1..s_K, q] (and stage K's
+    # upstream row reads q with K - 1 of them), each at most t_max tokens; a stage runs only while the
+    # kept segments stay under response_length (core.split.next_stage_runs), so together at most
+    # response_length - 1.
+    segments = t_max if skpo.num_splits == 1 else min(skpo.num_splits * t_max, response_length - 1)
     if skpo.conditioning == "unconditional":
         worst_prompt = dataset_prompt_length
     else:
-        worst_prompt = dataset_prompt_length + t_max
+        worst_prompt = dataset_prompt_length + segments
         if skpo.conditioning == "skip" and skpo.skip_format == "chat":
             worst_prompt += CHAT_FORMAT_SLACK_TOKENS
     if worst_prompt > prompt_length:
         problems.append(
             f"downstream prompts [s, q] reach {worst_prompt} tokens (data.max_prompt_length={dataset_prompt_length} "
-            f"+ split length up to {t_max}"
+            + (
+                f"+ split length up to {t_max}"
+                if skpo.num_splits == 1
+                else f"+ algorithm.skpo.num_splits={skpo.num_splits} segments of up to {t_max} tokens each, "
+                f"together at most response_length - 1 = {response_length - 1}: {segments}"
+            )
             + (
                 f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack"
-                if worst_prompt - dataset_prompt_length > t_max
+                if worst_prompt - dataset_prompt_length > segments
                 else ""
             )
             + f"), more than actor_rollout_ref.rollout.prompt_length={prompt_length} (it defaults to "
             f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more). "
             "Keep data.max_prompt_length the budget of the problem alone (the dataset filter): raising it to make "
             "room for the segment raises the worst case with it."
+            + (f" Or lower algorithm.skpo.num_splits={skpo.num_splits}." if skpo.num_splits > 1 else "")
         )
 
     max_sequence = worst_prompt + response_length

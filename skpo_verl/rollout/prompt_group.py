@@ -4,7 +4,8 @@ verl's V1 worker runs the G sessions of a prompt concurrently in one event loop.
 session 0 produces the kept segment that every session answers from, so the sessions share
 one `PromptGroup` per prompt uid, held in `OPEN_GROUPS` while any of them runs:
 
-- session 0 `publish`es the segment; the others wait for it with `kept_segment`;
+- session 0 `publish`es the segment (one per stage with multi-split); the others wait for it
+  with `kept_segment`;
 - the first session to fail records its error with `fail`; a session waiting for the segment
   or for its own request (`unless_a_sibling_fails`) then stops at once, naming the session
   that failed, instead of waiting for something that will never come;
@@ -31,36 +32,64 @@ class SKPORolloutError(RuntimeError):
 
 
 class PromptGroup:
-    """What the G sessions of one prompt share: the kept segment and the first failure."""
+    """What the G sessions of one prompt share: the kept segment of each stage and the first failure.
+
+    With multi-split (`algorithm.skpo.num_splits` > 1) session 0 publishes one segment per stage
+    k = 1, 2, ..., or None for a stage it does not run (and then none after it); with one split
+    only stage 1 exists.
+    """
 
     def __init__(self, uid: str, size: int, loop: asyncio.AbstractEventLoop):
         self.uid = uid
         self.size = size
-        self.segment: asyncio.Future = loop.create_future()
+        self._loop = loop
+        self._segments: dict[int, asyncio.Future] = {}
         self.failure: asyncio.Future = loop.create_future()  # result: the first error of any session
         self.finished_sessions = 0
 
-    def publish(self, segment: Any) -> None:
-        self.segment.set_result(segment)
+    @property
+    def segment(self) -> asyncio.Future:
+        """Stage 1's segment (the paper's single split)."""
+        return self._stage(1)
+
+    def _stage(self, stage: int) -> asyncio.Future:
+        future = self._segments.get(stage)
+        if future is None:
+            future = self._segments[stage] = self._loop.create_future()
+            if self.failure.done():
+                self._fail_segment(future, *self.failure.result())
+        return future
+
+    def publish(self, segment: Any, stage: int = 1) -> None:
+        """Share stage `stage`'s kept segment (None: the stage does not run)."""
+        self._stage(stage).set_result(segment)
 
     def fail(self, session_id: int, error: BaseException) -> None:
         if not self.failure.done():
             self.failure.set_result((session_id, error))
-        if not self.segment.done():
-            self.segment.set_exception(
-                SKPORolloutError(
-                    f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready "
-                    f"({type(error).__name__}: {error})"
-                )
-            )
-            self.segment.exception()  # retrieved here so asyncio does not warn when no sibling is waiting
+        for future in self._segments.values():
+            self._fail_segment(future, session_id, error)
+        self._stage(1)  # created (and failed) if no one asked for it yet
 
-    async def kept_segment(self, timeout_s: float) -> Any:
+    def _fail_segment(self, future: asyncio.Future, session_id: int, error: BaseException) -> None:
+        if future.done():
+            return
+        future.set_exception(
+            SKPORolloutError(
+                f"prompt uid={self.uid}: session {session_id} failed before the kept segment was ready "
+                f"({type(error).__name__}: {error})"
+            )
+        )
+        future.exception()  # retrieved here so asyncio does not warn when no sibling is waiting
+
+    async def kept_segment(self, timeout_s: float, stage: int = 1) -> Any:
         try:
-            return await asyncio.wait_for(asyncio.shield(self.segment), timeout_s)
+            return await asyncio.wait_for(asyncio.shield(self._stage(stage)), timeout_s)
         except asyncio.TimeoutError:
             raise SKPORolloutError(
-                f"prompt uid={self.uid}: no kept segment after {timeout_s:g} s (session 0 did not publish it)"
+                f"prompt uid={self.uid}: no kept segment"
+                + (f" for stage {stage}" if stage > 1 else "")
+                + f" after {timeout_s:g} s (session 0 did not publish it)"
             ) from None
 
     async def unless_a_sibling_fails(self, session_id: int, request: Awaitable) -> Any:

@@ -5,6 +5,12 @@ but verl's own call (`token_level_rewards`, `response_mask`, `config`, `index`) 
 carry what SKPO needs: each row's role, stable prompt key and session, and the driver's
 trackers. The V1 trainer shim (`skpo_verl.patches.trainer_v1`) calls
 `compute_skpo_advantage` directly with those; called without them, it refuses to guess.
+
+Multi-split (`num_splits` > 1, docs/algorithm.md "Multi-split"): rows carry their stage k.
+Downstream rows are normalised within (uid, k); each (uid, k) has one upstream row, credited
+with the MC mean of its own stage's answers, judged against its own tracker (the prompt's for
+k = 1, (prompt key, k) after), and normalised among the batch's stage-k upstream rows. With
+one split every row is stage 1 and all of this is the paper's computation, number for number.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from skpo_verl.core.advantages import (
     downstream_advantages,
     upstream_advantages,
-    upstream_advantages_excluding,
+    upstream_advantages_by_stage,
     upstream_advantages_rms,
     upstream_rewards,
 )
@@ -84,7 +90,8 @@ class AdvantageStep:
     upstream_rewards: np.ndarray  # R_I
     baselines: np.ndarray  # V_prev(q), reward space
     first_visit: np.ndarray  # bool: the prompt's value tracker had no observation before this step
-    observed_lengths: np.ndarray  # this step's L_q observation
+    observed_lengths: np.ndarray  # this step's L_q observation (read for stage-1 rows only)
+    upstream_stages: np.ndarray | None = None  # multi-split stage k of each upstream row (None: all 1)
 
 
 def skpo_advantages(
@@ -101,23 +108,24 @@ def skpo_advantages(
     lengths = mask.sum(dim=-1).cpu().numpy()
     up = rows.is_upstream & ~rows.is_padding
     down = ~rows.is_upstream & ~rows.is_padding
-    _check_groups(rows.groups[up], rows.groups[down])
+    groups = rows.stage_groups()  # uid, or (uid, stage) with multi-split
+    _check_groups(groups[up], groups[down])
 
     advantages = np.zeros(len(rewards), dtype=np.float64)
-    advantages[down] = downstream_advantages(rewards[down], rows.groups[down], cfg.adv_eps, cfg.downstream_norm)
+    advantages[down] = downstream_advantages(rewards[down], groups[down], cfg.adv_eps, cfg.downstream_norm)
     completion = rows.completion_rewards[up] if rows.completion_rewards is not None else None
     up_rewards = upstream_rewards(
-        rewards[down], rows.groups[down], rows.groups[up], cfg.upstream_reward, rows.sessions[down], completion
+        rewards[down], groups[down], groups[up], cfg.upstream_reward, rows.sessions[down], completion
     )
     up_keys = rows.prompt_keys[up]
-    baselines = np.array([tracker_to_reward(state.values.value(k)) for k in up_keys], dtype=np.float64)
-    # A first visit: the prompt's tracker has no observation yet (online, or loaded from tracker.initial_values).
-    first_visit = np.array([key not in state.values for key in up_keys], dtype=bool)
+    up_stages = rows.stage_of_rows()[up]
+    trackers = [(state.value_tracker(k), state.tracker_key(key, k)) for key, k in zip(up_keys, up_stages)]
+    baselines = np.array([tracker_to_reward(tracker.value(key)) for tracker, key in trackers], dtype=np.float64)
+    # A first visit: the row's tracker has no observation yet (online, or loaded from tracker.initial_values).
+    first_visit = np.array([key not in tracker for tracker, key in trackers], dtype=bool)
     normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
-    if cfg.first_visit_upstream == "zero":
-        advantages[up] = upstream_advantages_excluding(up_rewards, baselines, first_visit, cfg.adv_eps, normalise)
-    else:
-        advantages[up] = normalise(up_rewards, baselines, cfg.adv_eps)
+    excluded = first_visit if cfg.first_visit_upstream == "zero" else None
+    advantages[up] = upstream_advantages_by_stage(up_rewards, baselines, up_stages, cfg.adv_eps, normalise, excluded)
     return AdvantageStep(
         advantages=advantages,
         rewards=rewards,
@@ -128,7 +136,8 @@ def skpo_advantages(
         upstream_rewards=up_rewards,
         baselines=baselines,
         first_visit=first_visit,
-        observed_lengths=_observed_lengths(rows, lengths, up, down, cfg.conditioning),
+        observed_lengths=_observed_lengths(rows, groups, lengths, up, down, cfg.conditioning),
+        upstream_stages=up_stages,
     )
 
 
@@ -140,21 +149,26 @@ def update_trackers(
     A prompt drawn twice in one step (the prioritized sampler draws with replacement) has one
     upstream row per occurrence, each judged against the same V_prev(q); the trackers take one
     update per prompt per step, with the mean R_I and mean observed length of its occurrences
-    (docs/algorithm.md, Trackers).
+    (docs/algorithm.md, Trackers). Multi-split: the same per (prompt, stage); stage k >= 2
+    updates its own value tracker, keyed (prompt key, k); L_q learns from stage 1's answers only
+    (the answers from [s_1, q], as with one split). Returns rho per updated tracker key.
     """
     divergences = divergences or {}
     rhos = {}
-    for key, reward, length in _one_observation_per_prompt(
-        step.upstream_keys, step.upstream_rewards, step.observed_lengths
+    stages = step.upstream_stages if step.upstream_stages is not None else np.ones(len(step.upstream_keys), int)
+    for (key, stage), reward, length in _one_observation_per_prompt(
+        list(zip(step.upstream_keys, stages.tolist())), step.upstream_rewards, step.observed_lengths
     ):
-        rhos[key] = rho = state.forgetting(key, global_step, divergences.get(key))
-        state.values.update(key, float(reward_to_tracker(reward)), float(rho), global_step)
-        state.lengths.update(key, float(length), float(rho), global_step)
+        tracker_key = state.tracker_key(key, stage)
+        rhos[tracker_key] = rho = state.forgetting(key, global_step, divergences.get(key), stage)
+        state.value_tracker(stage).update(tracker_key, float(reward_to_tracker(reward)), float(rho), global_step)
+        if stage == 1:
+            state.lengths.update(key, float(length), float(rho), global_step)
     return rhos
 
 
 def _one_observation_per_prompt(keys, rewards, lengths):
-    """(key, mean R_I, mean length) per distinct prompt key, in order of first appearance."""
+    """(key, mean R_I, mean length) per distinct key ((prompt key, stage)), in order of first appearance."""
     seen: dict = {}
     for key, reward, length in zip(keys, rewards, lengths):
         seen.setdefault(key, []).append((reward, length))
@@ -179,7 +193,7 @@ def _check_groups(up_groups: np.ndarray, down_groups: np.ndarray) -> None:
         )
 
 
-def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> np.ndarray:
+def _observed_lengths(rows: SKPORows, groups, lengths, up, down, conditioning: str) -> np.ndarray:
     """L_q observation: mean tokens the model wrote to answer q in this step's G answers.
 
     In `continual` mode an answer continues the kept segment, so the segment's tokens are
@@ -187,23 +201,37 @@ def _observed_lengths(rows: SKPORows, lengths, up, down, conditioning: str) -> n
     the observation stays within the budget start-up checked); in `skip`/`unconditional` an
     answer is complete on its own.
     """
+    answers: dict = {}  # group label -> its downstream rows, in batch order (a label may be a (uid, stage) tuple)
+    for row in np.flatnonzero(down):
+        answers.setdefault(groups[row], []).append(row)
     observed = []
-    for group, segment_length in zip(rows.groups[up], rows.segment_lengths[up]):
-        answer_length = lengths[down & (rows.groups == group)].mean()
+    for group, segment_length in zip(groups[up], rows.segment_lengths[up]):
+        answer_length = lengths[answers[group]].mean()
         observed.append(answer_length + (segment_length if conditioning == "continual" else 0))
     return np.array(observed, dtype=np.float64)
 
 
 def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOState) -> dict[str, float]:
-    """The `skpo/*` metrics of one step; the tracker ones as of after `update_trackers`."""
+    """The `skpo/*` metrics of one step; the tracker ones as of after `update_trackers`.
+
+    With multi-split the `skpo/upstream/*`, `skpo/downstream/*` and `skpo/rollout/*` metrics pool
+    all stages' rows (an upstream row is one stage of one prompt, so `skpo/upstream/rows` x
+    `skpo/rollout/candidate_tokens_mean` stays the step's candidate tokens), a downstream "group"
+    is one (uid, stage); `_multi_split_metrics` adds each stage's own and the per-prompt totals.
+    """
     up, down = step.upstream, step.downstream
-    down_groups = rows.groups[down]
+    groups = rows.stage_groups()
+    stages = rows.stage_of_rows()
+    first_stage = up & (stages == 1)
     down_rewards = step.rewards[down]
-    zero_groups = [
-        np.all(down_rewards[down_groups == g] == down_rewards[down_groups == g][0]) for g in set(down_groups)
-    ]
+    answers: dict = {}
+    for reward, group in zip(down_rewards, groups[down]):
+        answers.setdefault(group, []).append(reward)
+    zero_groups = [all(r == rewards[0] for r in rewards) for rewards in answers.values()]
     raw_up_adv = step.upstream_rewards - step.baselines
     keys = step.upstream_keys
+    up_stages = stages[up]
+    tracked = [state.value_tracker(k).value(state.tracker_key(key, k)) for key, k in zip(keys, up_stages)]
     out = {
         "skpo/upstream/reward_mean": _mean(step.upstream_rewards),
         "skpo/upstream/reward_std": _std(step.upstream_rewards),
@@ -218,20 +246,78 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
         "skpo/downstream/zero_adv_group_rate": _mean(np.array(zero_groups, dtype=np.float64)),
         "skpo/downstream/answer_length_mean": _mean(step.lengths[down]),
         "skpo/downstream/rows": int(down.sum()),
-        "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(state.values.value(k)) for k in keys])),
+        "skpo/tracker/value_mean": _mean(np.array([tracker_to_reward(v) for v in tracked])),
         "skpo/tracker/length_mean": _mean(np.array([state.lengths.value(k) for k in keys])),
         "skpo/tracker/rho_mean": _mean(list(rhos.values())),
         "skpo/tracker/prompts": len(state.values),
-        "skpo/split_length_mean": _mean(rows.split_lengths[up]),
+        # The driver's t_q (t_1); every row of a prompt carries it (multi-split's t_k: segment lengths per stage).
+        "skpo/split_length_mean": _mean(rows.split_lengths[first_stage]),
     }
     if rows.segment_nll is not None:
         candidates_per_prompt = state.config.num_candidates or down.sum() / max(up.sum(), 1)  # None = G
         out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
+        # Per upstream row (one stage's candidates), so rows x mean is the step's candidate tokens for any K.
         out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
         out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / candidates_per_prompt)
     if state.config.upstream_reward == "own_completion" and rows.completion_tokens is not None:
         # "w/o MC"'s extra decoding: the kept candidate's completion, per prompt.
         out["skpo/rollout/completion_tokens_mean"] = _mean(rows.completion_tokens[up])
+    if state.config.num_splits > 1:
+        out.update(_multi_split_metrics(rows, step, state))
+    return out
+
+
+def _per_prompt_sums(uids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The sum of `values` per uid (a prompt's upstream rows, one per stage), in order of first appearance."""
+    sums: dict = {}
+    for uid, value in zip(uids, values):
+        sums[uid] = sums.get(uid, 0) + value
+    return np.array(list(sums.values()), dtype=np.float64)
+
+
+def _multi_split_metrics(rows: SKPORows, step: AdvantageStep, state: SKPOState) -> dict[str, float]:
+    """`skpo/multi_split/*` and the per-stage `..._stage{k}` metrics (docs/algorithm.md, "Multi-split").
+
+    Per prompt (uid): how many stages ran, and why a prompt stopped before K: its last kept
+    candidate ended (EOS), or else the response budget (`core.split.next_stage_runs`).
+    """
+    num_splits = state.config.num_splits
+    up, down = step.upstream, step.downstream
+    stages = rows.stage_of_rows()
+    last_stage: dict = {}
+    ended_at_last: dict = {}
+    ended = rows.segment_ended if rows.segment_ended is not None else np.zeros(len(stages), dtype=np.int64)
+    for uid, stage, was_ended in zip(rows.groups[up], stages[up], ended[up]):
+        if stage >= last_stage.get(uid, 0):
+            last_stage[uid], ended_at_last[uid] = int(stage), bool(was_ended)
+    runs = np.array(list(last_stage.values()), dtype=np.float64)
+    stopped = {uid: k < num_splits for uid, k in last_stage.items()}
+    out = {
+        "skpo/multi_split/stages_mean": _mean(runs),
+        "skpo/multi_split/all_stages_rate": _mean(runs == num_splits),
+        "skpo/multi_split/stopped_eos_rate": _mean([stopped[u] and ended_at_last[u] for u in last_stage]),
+        "skpo/multi_split/stopped_budget_rate": _mean([stopped[u] and not ended_at_last[u] for u in last_stage]),
+        "skpo/tracker/stage_values": len(state.stage_values),
+    }
+    if rows.candidate_tokens is not None:
+        # What a prompt's candidates cost over all the stages it ran.
+        out["skpo/multi_split/candidate_tokens_per_prompt"] = _mean(
+            _per_prompt_sums(rows.groups[up], rows.candidate_tokens[up])
+        )
+    up_stages = stages[up]
+    raw = step.upstream_rewards - step.baselines
+    for k in range(1, num_splits + 1):
+        mine = up_stages == k
+        rows_k = up & (stages == k)
+        out[f"skpo/upstream/rows_stage{k}"] = int(mine.sum())
+        out[f"skpo/upstream/reward_mean_stage{k}"] = _mean(step.upstream_rewards[mine])
+        out[f"skpo/upstream/baseline_mean_stage{k}"] = _mean(step.baselines[mine])
+        out[f"skpo/upstream/advantage_mean_stage{k}"] = _mean(raw[mine])
+        out[f"skpo/upstream/first_visit_rate_stage{k}"] = _mean(step.first_visit[mine])
+        out[f"skpo/upstream/segment_length_mean_stage{k}"] = _mean(rows.segment_lengths[rows_k])
+        out[f"skpo/downstream/reward_mean_stage{k}"] = _mean(step.rewards[down & (stages == k)])
+        if rows.candidate_tokens is not None:
+            out[f"skpo/rollout/candidate_tokens_mean_stage{k}"] = _mean(rows.candidate_tokens[rows_k])
     return out
 
 

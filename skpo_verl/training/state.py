@@ -10,6 +10,11 @@ the values file (`skpo_verl.training.initial_values`): each listed prompt at its
 success rate with N0 = 1 / (1 - rho_min) observations, dated step 0 (the initial policy).
 Nothing else changes: what is saved and restored is the tracker as it then evolves, so a
 resumed run continues from its checkpoint, not from the file.
+
+Multi-split (`num_splits` = K > 1) adds `stage_values`: one value tracker per (prompt key, k)
+for the upstream rows of stages k = 2..K (stage 1 stays on `values`, keyed by the prompt, which
+the prioritized sampler reads), saved and restored with the rest. With one split it stays empty
+and is not written, so a K = 1 checkpoint is as before.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class SKPOState:
         self.config = config
         tracker = config.tracker
         self.values = BetaTracker(initial_value=float(reward_to_tracker(tracker.initial_value)))
+        # Multi-split stages k >= 2, keyed (prompt key, k); each starts at initial_value with zero counts.
+        self.stage_values = BetaTracker(initial_value=float(reward_to_tracker(tracker.initial_value)))
         self.lengths = LengthTracker(initial_length=tracker.initial_length)
         self.rng = np.random.default_rng(config.seed)
         # divergence=logprob only: each prompt's last kept segment, to re-score at its next visit.
@@ -54,17 +61,29 @@ class SKPOState:
                 # at step t forgets the estimate by rho(t) like any observation made at step 0.
                 self.values.seed(key, success_rate, count, step=0)
 
-    def forgetting(self, prompt_key: Any, step: int, logprob_divergence: float | None = None) -> float:
+    def value_tracker(self, stage: int) -> BetaTracker:
+        """The value tracker of a stage's upstream rows: `values` for stage 1, `stage_values` after."""
+        return self.values if stage == 1 else self.stage_values
+
+    @staticmethod
+    def tracker_key(prompt_key: Any, stage: int) -> Any:
+        """A stage's key in its value tracker: the prompt key for stage 1, (prompt key, k) after."""
+        if stage == 1:
+            return prompt_key
+        return (prompt_key.item() if isinstance(prompt_key, np.generic) else prompt_key, int(stage))
+
+    def forgetting(self, prompt_key: Any, step: int, logprob_divergence: float | None = None, stage: int = 1) -> float:
         """rho for the prompt's next update, from the configured divergence D.
 
         steps: D = steps since the prompt was last observed. logprob: D is measured by the
         caller (the stored segment re-scored by the current actor). A prompt seen for the
         first time, or with nothing to re-score, gets rho_max (as SPO's recipe); with SKPO's
         zero prior counts the first observation overwrites the initial value whatever rho is.
-        A value loaded from `tracker.initial_values` counts as observed at step 0.
+        A value loaded from `tracker.initial_values` counts as observed at step 0. Multi-split's
+        stage k >= 2 reads its own tracker's last observation (steps), or the prompt's D (logprob).
         """
         tracker = self.config.tracker
-        last = self.values.last_seen(prompt_key)
+        last = self.value_tracker(stage).last_seen(self.tracker_key(prompt_key, stage))
         if tracker.divergence == "steps":
             divergence = None if last is None else float(step - last)
         else:
@@ -92,6 +111,24 @@ class SKPOState:
             np.int64,
         )
 
+    def later_split_lengths(self, prompt_keys: Sequence[Any], step: int) -> np.ndarray:
+        """Multi-split: t_2..t_K per prompt, int64 [len(prompt_keys), K - 1], by the same rule from L_q.
+
+        Drawn after `split_lengths` from the same generator, so t_1 is the draw a one-split run
+        makes. Whether a stage runs is decided in the rollout (`core.split.next_stage_runs`).
+        """
+        cfg = self.config
+        return np.array(
+            [
+                [
+                    split_length(cfg.split_rule, self.lengths.value(key), cfg.split_low, cfg.split_high, step, self.rng)
+                    for _ in range(cfg.num_splits - 1)
+                ]
+                for key in prompt_keys
+            ],
+            np.int64,
+        ).reshape(len(prompt_keys), cfg.num_splits - 1)
+
     def state_dict(self) -> dict:
         return {
             "format": STATE_FORMAT,
@@ -100,6 +137,7 @@ class SKPOState:
             "lengths": self.lengths.state_dict(),
             "rng": self.rng.bit_generator.state,
             "segments": {key: tuple(segment) for key, segment in self.segments.items()},
+            **({"stage_values": self.stage_values.state_dict()} if self.config.num_splits > 1 else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -109,6 +147,11 @@ class SKPOState:
         self.lengths.load_state_dict(state["lengths"])
         self.rng.bit_generator.state = state["rng"]
         self.segments = {key: StoredSegment(*segment) for key, segment in state["segments"].items()}
+        if "stage_values" in state:
+            self.stage_values.load_state_dict(state["stage_values"])
+        elif self.config.num_splits > 1:
+            # A checkpoint of a one-split run resumed with several: the later stages start unseen.
+            self.stage_values = BetaTracker(initial_value=float(reward_to_tracker(self.config.tracker.initial_value)))
 
     def save(self, checkpoint_dir: str) -> str:
         """Write atomically into the checkpoint folder; returns the file path."""
