@@ -150,6 +150,25 @@ def test_later_split_methods_set_the_split_and_a_prompt_budget_for_their_longest
     assert learning.method_overrides("skpo", long) == []
 
 
+def test_the_two_splits_method_sets_num_splits_and_a_prompt_budget_for_both_segments():
+    long = Settings(steps=50, val_every=5, task="long")  # 64-token prompts and responses
+    assert learning.method_overrides("skpo_two_splits", long) == [
+        "+algorithm.skpo.num_splits=2",
+        "actor_rollout_ref.rollout.prompt_length=128",  # 64 + 64: both segments stay under the response budget
+    ]
+
+
+def test_samples_are_the_answers_skpo_logged_and_prompts_x_g_without_them():
+    settings = Settings(steps=2, val_every=1)  # 8 prompts x G = 8
+    common = {"timing_s/step": 1.0, "response_length/mean": 10.0}
+    two_splits = {**common, "skpo/upstream/rows": 15, "skpo/downstream/rows": 120}
+    two_splits |= {"skpo/rollout/candidate_tokens_mean": 4.0, "skpo/downstream/answer_length_mean": 5.0}
+    points = learning.run_points({1: two_splits, 2: common}, settings)
+    # Step 1: 7 prompts ran both stages and 1 only the first: 15 x 8 answers; step 2 (GRPO-like): 8 x 8.
+    assert list(points["samples"]) == [0, 120, 64]
+    assert list(points["cumulative_samples"]) == [0, 120, 184]
+
+
 def test_the_half_candidates_method_asks_for_g_over_2():
     assert METHODS["skpo_half_candidates"].overrides == (f"+algorithm.skpo.num_candidates={learning.GROUP_SIZE // 2}",)
 
@@ -194,6 +213,7 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         "skpo_offline_values",
         "skpo_split_mid",
         "skpo_split_late",
+        "skpo_two_splits",
     }
 
 

@@ -34,6 +34,8 @@ Methods (`METHODS`):
                         answers and tokens count in the method's samples and tokens, at step 0
   skpo_split_mid        t_q ~ U[L/3, 2L/3] instead of U[L/6, L/2]: a later split (split_low/split_high)
   skpo_split_late       t_q ~ U[L/2, 5L/6]
+  skpo_two_splits       `+algorithm.skpo.num_splits=2`: multi-split (ours), a second kept segment continuing the
+                        first and G more answers from both; its samples count every answer (up to 2G per prompt)
 
 What is recorded, per run and step, from verl's file-logger metrics (`skpo_verl.demo.report`):
 held-out accuracy (verl's greedy validation before training and every `--val-every` steps),
@@ -41,7 +43,8 @@ decoded tokens (GRPO, CISPO: prompts x G x `response_length/mean`; SKPO: the pro
 candidate tokens, `skpo/upstream/rows` x `skpo/rollout/candidate_tokens_mean`, plus the
 answers, `skpo/downstream/rows` x `skpo/downstream/answer_length_mean`, plus "w/o MC"'s
 completions, `skpo/upstream/rows` x `skpo/rollout/completion_tokens_mean`), samples (answers:
-prompts x G per step, the same for every method) and wall time (the sum of `timing_s/step`:
+prompts x G per step, the same for every method but `skpo_two_splits`, whose answers SKPO counts,
+`skpo/downstream/rows`) and wall time (the sum of `timing_s/step`:
 training only; start-up and validation, equal for all methods, are left out).
 
 Outputs in `--out-dir`: `points.csv` (every run and step), `accuracy_vs_step.png`,
@@ -164,6 +167,7 @@ class Method:
     overrides: tuple[str, ...] = ()
     offline_values: bool = False  # estimate initial values first and load them (SPO's offline warm start)
     split: tuple[float, float] | None = None  # (split_low, split_high) other than the paper's (1/6, 1/2)
+    splits: int = 1  # algorithm.skpo.num_splits (multi-split, ours)
 
 
 METHODS = {
@@ -195,6 +199,8 @@ METHODS = {
     # Later splits than the paper's t_q ~ U[L/6, L/2].
     "skpo_split_mid": Method("skpo", split=(1 / 3, 2 / 3)),
     "skpo_split_late": Method("skpo", split=(1 / 2, 5 / 6)),
+    # Multi-split (ours, docs/algorithm.md): two kept segments per prompt, G answers after each.
+    "skpo_two_splits": Method("skpo", splits=2),
 }
 
 
@@ -241,6 +247,16 @@ def method_overrides(method: str, settings: Settings) -> list[str]:
             f"+algorithm.skpo.split_high={high!r}",
             f"actor_rollout_ref.rollout.prompt_length={prompt_length + longest_segment}",
         ]
+    if spec.splits > 1:
+        from skpo_verl.demo.prepare import task_lengths
+
+        prompt_length, response_length = task_lengths(settings.task)
+        # The last stage's answers read every kept segment, together under the response budget (the stage
+        # rule keeps them below it), as the launcher's NUM_SPLITS does.
+        overrides += [
+            f"+algorithm.skpo.num_splits={spec.splits}",
+            f"actor_rollout_ref.rollout.prompt_length={prompt_length + response_length}",
+        ]
     return overrides
 
 
@@ -285,7 +301,8 @@ def run_points(
                 "step": step,
                 "heldout_accuracy": metrics[key] if key else math.nan,
                 "decoded_tokens": decoded_tokens(metrics, rows_per_step) if trained else float(upfront_tokens),
-                "samples": rows_per_step if trained else int(upfront_samples),
+                # Answers sampled: SKPO logs its own (G per prompt and stage); GRPO's are prompts x G.
+                "samples": int(metrics.get("skpo/downstream/rows", rows_per_step)) if trained else int(upfront_samples),
                 "step_time_s": metrics["timing_s/step"] if trained else 0.0,
             }
         )
