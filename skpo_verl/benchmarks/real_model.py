@@ -48,8 +48,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from skpo_verl.benchmarks import learning
 from skpo_verl.benchmarks.cpu_demo import REPO, load_average, run_launcher, tree_pss
-from skpo_verl.benchmarks.learning import mean_curve, run_points, seed_overrides
+from skpo_verl.benchmarks.learning import run_points, seed_overrides
 from skpo_verl.demo.report import read_metrics
 
 LAUNCHER = REPO / "examples" / "cpu_smollm2_skpo.sh"
@@ -242,35 +243,9 @@ def format_markdown(runs: pd.DataFrame, base_accuracy: float | None) -> str:
 
 
 def plot_curves(points: pd.DataFrame, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    curves = mean_curve(points)
-    paths = []
-    for x, label, name in (
-        ("step", "training step", "accuracy_vs_step.png"),
-        ("cumulative_tokens", "decoded tokens (cumulative, mean over seeds)", "accuracy_vs_tokens.png"),
-        ("wall_s", "training wall time, s (sum of timing_s/step, mean over seeds)", "accuracy_vs_wall.png"),
-    ):
-        figure, axis = plt.subplots(figsize=(7, 4))
-        for method in dict.fromkeys(points["method"]):
-            curve = curves[curves["method"] == method]
-            line = axis.plot(curve[x], curve["accuracy"], "o-", markersize=3, label=method)[0]
-            axis.fill_between(
-                curve[x], curve["accuracy_min"], curve["accuracy_max"], color=line.get_color(), alpha=0.15
-            )
-        axis.set_xlabel(label)
-        axis.set_ylabel("held-out accuracy (greedy)")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
-        axis.set_title("SmolLM2-135M-Instruct, word problems, CPU: mean and min-max over seeds")
-        figure.tight_layout()
-        paths.append(out_dir / name)
-        figure.savefig(paths[-1], dpi=120)
-        plt.close(figure)
-    return paths
+    return learning.plot_curves(
+        points, out_dir, title="SmolLM2-135M-Instruct, word problems, CPU: mean and min-max over seeds"
+    )
 
 
 def run_benchmark(
