@@ -162,6 +162,17 @@ add_baseline_settings() {
 # the opt-in `cpu` platform and a CPU rollout server. Reads the CPU launchers' variables:
 # ROLLOUT (hf_cpu | vllm), RANKS, PROMPTS_PER_STEP, GROUP_SIZE, MAX_PROMPT_LENGTH,
 # MAX_RESPONSE_LENGTH, LR, TRAIN_STEPS, VAL_EVERY, PROJECT, EXPERIMENT.
+# The CPU launchers' ALGO: SKPO with L_q starting at the answer budget (the paper's 1024 would split
+# past it: t_q ~ U[L/6, L/2] of MAX_RESPONSE_LENGTH), or GRPO with verl's stock single-turn agent loop.
+add_cpu_algorithm_settings() {
+  case "$ALGO" in
+    skpo) add_skpo_settings "$MAX_RESPONSE_LENGTH" ;;
+    grpo) add_baseline_settings grpo
+          add actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent ;;
+    *) echo "ALGO must be skpo or grpo, got '$ALGO'" >&2; exit 2 ;;
+  esac
+}
+
 add_cpu_settings() {
   # The CPU backend is opt-in: verl's platform override selects skpo_verl's `cpu` platform.
   export VERL_PLATFORM=cpu

@@ -58,13 +58,7 @@ add actor_rollout_ref.actor.optim.clip_grad=1.0 actor_rollout_ref.actor.optim.lr
 add actor_rollout_ref.actor.loss_agg_mode=token-mean actor_rollout_ref.actor.entropy_coeff=0
 # verl's validation samples with its own val_kwargs: greedy, one answer per held-out problem.
 add actor_rollout_ref.rollout.val_kwargs.do_sample=False actor_rollout_ref.rollout.val_kwargs.n=1
-case "$ALGO" in
-  # L_q starts at the answer budget (the paper's 1024 would split past it): t_q ~ U[L/6, L/2].
-  skpo) add_skpo_settings "$MAX_RESPONSE_LENGTH" ;;
-  grpo) add_baseline_settings grpo
-        add actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent ;;
-  *) echo "ALGO must be skpo or grpo, got '$ALGO'" >&2; exit 2 ;;
-esac
+add_cpu_algorithm_settings
 
 train_verl "$@"
 python3 -m skpo_verl.demo.report "$VERL_FILE_LOGGER_PATH" --title "$ALGO, SmolLM2-135M-Instruct, word problems (CPU)"

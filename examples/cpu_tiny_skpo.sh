@@ -40,13 +40,7 @@ add_cpu_settings
 add data.train_files="${TRAIN_FILE:-$WORKDIR/$TASK/data/train.parquet}"
 add data.val_files="${VAL_FILE:-$WORKDIR/$TASK/data/val.parquet}"
 add actor_rollout_ref.model.path="${MODEL_PATH:-$WORKDIR/$TASK/model}"
-case "$ALGO" in
-  # L_q starts at the answer budget (the paper's 1024 would split past it): t_q ~ U[L/6, L/2].
-  skpo) add_skpo_settings "$MAX_RESPONSE_LENGTH" ;;
-  grpo) add_baseline_settings grpo
-        add actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent ;;
-  *) echo "ALGO must be skpo or grpo, got '$ALGO'" >&2; exit 2 ;;
-esac
+add_cpu_algorithm_settings
 
 train_verl "$@"
 python3 -m skpo_verl.demo.report "$VERL_FILE_LOGGER_PATH" --title "$ALGO on the chain-sum task (tiny model, CPU)"
