@@ -34,13 +34,9 @@ def parity_reward(data_source, solution_str, ground_truth, extra_info=None, **kw
 """
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, transfer_queue):
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    tmp = tmp_path_factory.mktemp("v1")
-    model_dir = build_tiny_model(str(tmp / "tiny_model"))
-    (tmp / "reward.py").write_text(REWARD_SOURCE)
+def write_toy_task(directory) -> None:
+    """`reward.py` (the parity reward) and `train.parquet` (PROBLEMS with their PROMPT_KEYS) in verl's schema."""
+    (directory / "reward.py").write_text(REWARD_SOURCE)
     pd.DataFrame(
         {
             "data_source": ["toy"] * 2,
@@ -49,7 +45,16 @@ def setup(tmp_path_factory, transfer_queue):
             "reward_model": [{"style": "rule", "ground_truth": "5"}, {"style": "rule", "ground_truth": "20"}],
             "extra_info": [{"split": "train", "index": key} for key in PROMPT_KEYS],
         }
-    ).to_parquet(tmp / "train.parquet")
+    ).to_parquet(directory / "train.parquet")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, transfer_queue):
+    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
+
+    tmp = tmp_path_factory.mktemp("v1")
+    model_dir = build_tiny_model(str(tmp / "tiny_model"))
+    write_toy_task(tmp)
     config = compose_rollout_config(
         model_dir,
         [

@@ -10,9 +10,9 @@ Expected values are recomputed here from what the server returned.
 import asyncio
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 from test_agent_loop import PROBLEM, RESPONSE, SAMPLING, EndsEarly, Recorder, expected_segment, make_config, serve
+from test_agent_loop_v1 import PROBLEMS, write_toy_task
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from v1_rollout import V1Rollout, question_ids
 
@@ -147,13 +147,6 @@ def test_a_failing_stage_two_candidate_fails_every_session(tiny):
 
 # --- verl's V1 worker: rows in TransferQueue, each answer scored on its own ---------------------------------------
 
-PROBLEMS = ["Add 2 and 3.", "What is 4 times 5?"]
-PROMPT_KEYS = [101, 202]
-REWARD_SOURCE = """
-def parity_reward(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
-    return 1.0 if len(solution_str) % 2 == 0 else -1.0
-"""
-
 
 @pytest.fixture(scope="module")
 def v1(tmp_path_factory, transfer_queue):
@@ -161,16 +154,7 @@ def v1(tmp_path_factory, transfer_queue):
 
     tmp = tmp_path_factory.mktemp("v1_multi")
     model_dir = build_tiny_model(str(tmp / "tiny_model"))
-    (tmp / "reward.py").write_text(REWARD_SOURCE)
-    pd.DataFrame(
-        {
-            "data_source": ["toy"] * 2,
-            "prompt": [[{"role": "user", "content": problem}] for problem in PROBLEMS],
-            "ability": ["math"] * 2,
-            "reward_model": [{"style": "rule", "ground_truth": "5"}, {"style": "rule", "ground_truth": "20"}],
-            "extra_info": [{"split": "train", "index": key} for key in PROMPT_KEYS],
-        }
-    ).to_parquet(tmp / "train.parquet")
+    write_toy_task(tmp)
     config = compose_rollout_config(
         model_dir,
         [
