@@ -24,6 +24,7 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import functools
 import logging
 import os
 
@@ -194,6 +195,9 @@ def _compute_advantage(original, self, batch, metrics):
     divergences = None
     if state.config.tracker.divergence == "logprob":
         divergences = _measure_logprob_divergences(self, batch, skpo_rows, state, metrics)
+    judged_clean = None
+    if state.config.segment_judge is not None:
+        judged_clean = _judge_segments(self, batch, skpo_rows, state.config.segment_judge)
     advantages, returns = compute_skpo_advantage(
         token_level_rewards=padded["rm_scores"].float(),
         response_mask=padded["response_mask"],
@@ -202,6 +206,7 @@ def _compute_advantage(original, self, batch, metrics):
         global_step=self.global_steps,
         metrics=metrics,
         logprob_divergences=divergences,
+        judged_clean=judged_clean,
     )
     if divergences is not None:
         _remember_segments(batch, skpo_rows, state)
@@ -222,6 +227,21 @@ def _upstream_keys(batch, skpo_rows):
     the prompt's divergence D is measured on its first segment and serves all its stages."""
     real = skpo_rows.is_upstream & ~skpo_rows.is_padding & (skpo_rows.stage_of_rows() == 1)
     return [key for key, keep in zip(batch.keys, real) if keep], skpo_rows.prompt_keys[real]
+
+
+def _judge_segments(trainer, batch, skpo_rows, judge_path: str) -> np.ndarray:
+    """The segment judge's verdict on each real upstream row (batch order): its prompt and kept segment, decoded."""
+    import transfer_queue as tq
+
+    from skpo_verl.training.segment_judge import judge_segments, load_segment_judge
+
+    real = skpo_rows.is_upstream & ~skpo_rows.is_padding
+    keys = [key for key, keep in zip(batch.keys, real) if keep]
+    data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"])
+    decode = functools.partial(trainer.tokenizer.decode, skip_special_tokens=True)
+    prompts = [decode(row.tolist()) for row in data["prompts"].unbind()]
+    segments = [decode(row.tolist()) for row in data["responses"].unbind()]
+    return judge_segments(load_segment_judge(judge_path), prompts, segments)
 
 
 def _remember_segments(batch, skpo_rows, state) -> None:
@@ -385,17 +405,50 @@ def _get_required_batch_multiple(original, self, *args, **kwargs):
 
 
 def _update_actor(original, self, batch, metrics):
-    """`PPOTrainer._update_actor` (l.1827): verl's whole, with K x (n + 1) rows per prompt and the loss settings.
+    """`PPOTrainer._update_actor` (l.1827): verl's whole, with K x (n + 1) rows per prompt, the loss settings
+    and the loss normalisers.
 
-    `algorithm.skpo.loss` travels in the batch's `extra_info` (the actor workers see only the
-    actor's config); `skpo_verl.patches.ppo_loss_roles` reads it there.
+    `algorithm.skpo.loss` and each mini-batch's normalisers travel in the batch's `extra_info` (the
+    actor workers see only the actor's config, and a mini-batch only its own rows);
+    `skpo_verl.patches.ppo_loss_roles` reads them there. The normalisers are the step's role
+    counts over its M mini-batches (`LossNormalisers`), so a row weighs the same whichever
+    mini-batch and rank `_balance_batch` dealt it to (docs/algorithm.md, "Mini-batches and ranks").
     """
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
+    mini_batches = _mini_batches(self, batch, state.config.num_splits)
     batch.extra_info[R.LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
+    batch.extra_info[R.LOSS_NORMALISERS] = dataclasses.asdict(_loss_normalisers(batch, mini_batches))
+    metrics["skpo/loss/mini_batches"] = mini_batches
     with _rows_per_prompt(self.config, state.config.num_splits):
         return original(self, batch, metrics)
+
+
+def _mini_batches(trainer, batch, num_splits: int) -> int:
+    """M, the actor's mini-batches per epoch: the (padded) batch's rows over a mini-batch's rows, as verl splits it."""
+    actor, rollout = trainer.config.actor_rollout_ref.actor, trainer.config.actor_rollout_ref.rollout
+    mini_batch_rows = actor.ppo_mini_batch_size * rows_per_prompt(rollout.n, num_splits)
+    if len(batch) % mini_batch_rows:
+        raise RuntimeError(
+            f"The SKPO batch has {len(batch)} rows, not a whole number of mini-batches of {mini_batch_rows} rows "
+            "(actor.ppo_mini_batch_size x K x (n + 1)), which verl's _balance_batch pads it to."
+        )
+    return len(batch) // mini_batch_rows
+
+
+def _loss_normalisers(batch, mini_batches: int):
+    """The step's role counts (`step_role_counts` over every row of the batch) shared by its mini-batches."""
+    import transfer_queue as tq
+
+    from skpo_verl.training.loss import LossNormalisers, step_role_counts
+
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=[R.UPSTREAM_MASK, "response_mask"]
+    )
+    return LossNormalisers.for_mini_batches(
+        step_role_counts(data[R.UPSTREAM_MASK], data["response_mask"]), mini_batches
+    )
 
 
 def _save_checkpoint(original, self, *args, **kwargs):

@@ -25,6 +25,8 @@ DOWNSTREAM_NORMS = ("group", "batch")
 DIVERGENCE_MEASURES = ("steps", "logprob")
 FIRST_VISIT_RULES = ("initial_value", "zero")
 UPSTREAM_NORMS = ("batch", "rms")
+UPSTREAM_ADVANTAGES = ("paper", "oracle", "random")
+LOSS_AGGREGATIONS = ("per_role", "token_mean")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ class LossConfig:
     upstream_clip: float = 0.2
     downstream_clip_low: float = 0.2
     downstream_clip_high: float = 0.28
+    # How the two terms are averaged (docs/algorithm.md, Loss). "per_role" (Eq. 6, the default): the
+    # upstream term is a per-sequence mean, then a mean over the upstream rows; the downstream term a
+    # token-mean over the downstream tokens; each then weighted. An upstream token then weighs about
+    # G x |o| / |s| times a downstream one. "token_mean" (ours, Appendix C read literally: "gradients
+    # from all tokens contribute equally"): one token-mean over every response token of both roles,
+    # each token's loss times its role's weight, so with equal weights every token weighs the same.
+    aggregation: str = "per_role"
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,17 @@ class SKPOConfig:
     # (std_B a + eps), a = R_I - V_prev (SPO, the paper); "rms" = a / (sqrt(mean_B a^2) + eps), not
     # centred, so each row keeps the sign of its own R_I - V_prev (ours, the same intervention).
     upstream_norm: str = "batch"
+    # Diagnostics, never the default (docs/algorithm.md, "Why SKPO loses on the CPU tasks"): what the upstream
+    # term gives with a perfect signal and costs as pure noise. "paper": a = R_I - V_prev(q). "oracle": a = +1
+    # if the kept segment's completed steps are all right, -1 otherwise, as `segment_judge` says. "random": a =
+    # +1 or -1 at random (seeded by `seed` and the step). Either is then normalised as the paper's a (upstream_norm,
+    # first_visit_upstream); the trackers still learn R_I. Both need `segment_judge`.
+    upstream_advantage: str = "paper"
+    # A task's judge of a kept segment, "module:function" with function(prompt: str, segment: str) -> bool (True:
+    # every completed step right). With it every step logs how often the paper's upstream advantage has the
+    # judge's sign (skpo/upstream/oracle_agreement_*). The chain-sum tasks': skpo_verl.demo.task:segment_is_clean.
+    # None (the default): no task judge; oracle and random refused.
+    segment_judge: str | None = None
     adv_eps: float = 1e-6
     # When the model's context cannot hold the worst-case [s, q] plus a full answer (e.g.
     # Qwen2.5-Math-7B's 4096 positions with the paper's 1024/3072 budgets), SKPO refuses to
@@ -141,6 +161,7 @@ class SKPOConfig:
         _check_choice("tracker.divergence", self.tracker.divergence, DIVERGENCE_MEASURES)
         _check_choice("first_visit_upstream", self.first_visit_upstream, FIRST_VISIT_RULES)
         _check_choice("upstream_norm", self.upstream_norm, UPSTREAM_NORMS)
+        _check_choice("loss.aggregation", self.loss.aggregation, LOSS_AGGREGATIONS)
         if not 0.0 < self.split_low <= self.split_high:
             raise ValueError(
                 f"algorithm.skpo.split_low={self.split_low} and split_high={self.split_high} must satisfy "
@@ -180,6 +201,28 @@ class SKPOConfig:
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
         self._check_num_splits()
+        self._check_diagnostics()
+
+    def _check_diagnostics(self) -> None:
+        _check_choice("upstream_advantage", self.upstream_advantage, UPSTREAM_ADVANTAGES)
+        if self.upstream_advantage != "paper" and self.segment_judge is None:
+            raise ValueError(
+                f"algorithm.skpo.upstream_advantage={self.upstream_advantage} is a diagnostic that needs a task which "
+                "can judge a kept segment: set algorithm.skpo.segment_judge=module:function (the chain-sum tasks': "
+                "skpo_verl.demo.task:segment_is_clean), or upstream_advantage=paper (the default) on other tasks."
+            )
+        if self.segment_judge is not None:
+            if not isinstance(self.segment_judge, str) or self.segment_judge.count(":") != 1:
+                raise ValueError(
+                    f"algorithm.skpo.segment_judge={self.segment_judge!r} must be 'module:function', e.g. "
+                    "skpo_verl.demo.task:segment_is_clean."
+                )
+            if self.num_splits > 1:
+                raise ValueError(
+                    f"algorithm.skpo.segment_judge with num_splits={self.num_splits}: the judge reads one kept segment "
+                    "after the problem; a later stage's segment continues earlier ones. Use num_splits=1, or unset "
+                    "segment_judge."
+                )
 
     def _check_num_splits(self) -> None:
         if isinstance(self.num_splits, bool) or not isinstance(self.num_splits, int) or self.num_splits < 1:

@@ -18,7 +18,6 @@ from skpo_verl.hooks import when_imported
 HOOKS = (
     ("verl.trainer.ppo.core_algos", "skpo_verl.patches.registry:register_estimator_and_loss"),
     ("verl.workers.engine_workers", "skpo_verl.patches.ppo_loss_roles:install"),
-    ("verl.workers.engine.base", "skpo_verl.patches.engine_role_counts:install"),
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.trainer_v1:install"),
     ("verl.trainer.ppo.v1.trainer_base", "skpo_verl.patches.reward_metrics:install"),
     ("verl.trainer.ppo.ray_trainer", "skpo_verl.patches.trainer_v0:install"),

@@ -68,11 +68,12 @@ ESTIMATOR_FIELDS = (GROUP, PROMPT_KEY, SESSION, "response_mask", "rm_scores", *R
 
 # Driver -> loss (actor workers).
 UPSTREAM_MASK = "skpo_upstream_mask"  # int64 [B] column, written at advantage time: 1 on real upstream rows
-UPSTREAM_ROWS = "skpo_upstream_rows"  # non-tensor, mini-batch-wide count (patches.engine_role_counts)
-DOWNSTREAM_TOKENS = "skpo_downstream_tokens"  # non-tensor, mini-batch-wide count (patches.engine_role_counts)
-# Non-tensor dict in the batch's extra info: the driver's `algorithm.skpo.loss`. The actor workers see
-# only the actor's config, so the driver ships the loss hyperparameters with each update.
+# Non-tensor dicts in the batch's extra info, sent by the driver with each actor update (the actor
+# workers see only the actor's config): `algorithm.skpo.loss`, and each mini-batch's loss normalisers
+# (the step's upstream rows, upstream tokens and downstream tokens over the mini-batches per step;
+# skpo_verl.training.loss.LossNormalisers). The loss shim refuses a micro-batch with roles but without either.
 LOSS_CONFIG = "skpo_loss"
+LOSS_NORMALISERS = "skpo_loss_normalisers"
 
 
 @dataclass

@@ -63,6 +63,13 @@ def _config_problems(config: Any) -> Iterable[str]:
             check_lengths(config)
         except SKPOLengthError as error:
             yield from error.problems
+        if skpo.segment_judge is not None:
+            from skpo_verl.training.segment_judge import load_segment_judge
+
+            try:
+                load_segment_judge(skpo.segment_judge)
+            except ValueError as error:
+                yield str(error)
         if skpo.tracker.initial_values is not None:
             from skpo_verl.training.initial_values import InitialValuesError, read_initial_values
 

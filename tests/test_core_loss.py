@@ -94,11 +94,13 @@ def _skpo_case():
     return (*inputs, torch.tensor([True, False]))
 
 
-def _skpo_loss(*inputs, upstream_rows, downstream_tokens, scale=1.0):
+def _skpo_loss(*inputs, upstream_rows, downstream_tokens, upstream_tokens=0, aggregation="per_role", scale=1.0):
     """(skpo_loss, skpo_loss_diagnostics) at the paper's weights and clips."""
     settings = dict(
         upstream_rows=upstream_rows,
+        upstream_tokens=upstream_tokens,
         downstream_tokens=downstream_tokens,
+        aggregation=aggregation,
         upstream_weight=CFG.upstream_weight,
         downstream_weight=CFG.downstream_weight,
         upstream_clip=CFG.upstream_clip,
@@ -132,6 +134,8 @@ def test_skpo_loss_normalises_by_global_counts_and_weights_the_roles():
             # per-token weights before scale: 0.5 / (3 tokens x 4 rows), 0.5 / 10 tokens
             "upstream_token_weight": 1 / 24,
             "downstream_token_weight": 0.05,
+            # 3 upstream tokens x 1/24 = 0.125 against 2 downstream tokens x 0.05 = 0.1
+            "upstream_weight_share": 0.125 / 0.225,
             # the gradient w.r.t. log pi above, before scale: |[-1/24, 0, -1/48]|, |[0.11, 0.08]|
             "upstream_grad_norm": 5**0.5 / 48,
             "downstream_grad_norm": 0.0185**0.5,
@@ -175,6 +179,7 @@ def test_skpo_loss_micro_batch_of_padding_gives_zero_with_a_working_backward():
         "ratio_mean",
         "upstream_token_weight",
         "downstream_token_weight",
+        "upstream_weight_share",
         "upstream_grad_norm",
         "downstream_grad_norm",
     }
@@ -189,10 +194,52 @@ def test_skpo_loss_upstream_row_without_tokens_is_not_counted():
     torch.testing.assert_close(loss, torch.tensor(-0.3375, dtype=DTYPE), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("upstream_rows, downstream_tokens", [(0, 2), (1, 1)])
-def test_skpo_loss_rejects_global_counts_below_the_micro_batchs_own(upstream_rows, downstream_tokens):
-    with pytest.raises(ValueError, match="smaller than"):
-        _skpo_loss(*_skpo_case(), upstream_rows=upstream_rows, downstream_tokens=downstream_tokens)
+@pytest.mark.parametrize(
+    "normalisers, missing",
+    [
+        (dict(upstream_rows=0, downstream_tokens=2), "upstream_rows=0"),
+        (dict(upstream_rows=1, downstream_tokens=0), "downstream_tokens=0"),
+        (dict(upstream_rows=1, downstream_tokens=2, upstream_tokens=0, aggregation="token_mean"), "upstream_tokens=0"),
+        (dict(upstream_rows=-1, downstream_tokens=2), "upstream_rows=-1"),
+    ],
+)
+def test_skpo_loss_refuses_a_zero_normaliser_where_the_micro_batch_has_rows_of_its_kind(normalisers, missing):
+    with pytest.raises(ValueError, match=missing):
+        _skpo_loss(*_skpo_case(), **normalisers)
+
+
+def test_a_mini_batch_share_of_the_step_counts_may_be_below_a_micro_batchs_own_count():
+    # Step counts over M mini-batches (e.g. 3 upstream rows over 4 mini-batches = 0.75) are no bug: a
+    # mini-batch dealt more than its share of upstream rows still gives each the same weight.
+    loss, metrics = _skpo_loss(*_skpo_case(), upstream_rows=0.75, downstream_tokens=1.5)
+    # 0.5 * -0.9 / 0.75 + 0.5 * -1.35 / 1.5 = -0.6 - 0.45
+    torch.testing.assert_close(loss, torch.tensor(-1.05, dtype=DTYPE), rtol=0, atol=1e-12)
+    assert metrics["upstream_token_weight"] == pytest.approx(0.5 / (3 * 0.75), abs=1e-12)
+
+
+def test_token_mean_gives_every_response_token_the_same_weight():
+    log_prob, old_log_prob, adv, mask, is_upstream = _skpo_case()
+    loss, metrics = _skpo_loss(
+        log_prob,
+        old_log_prob,
+        adv,
+        mask,
+        is_upstream,
+        upstream_rows=1,
+        upstream_tokens=3,
+        downstream_tokens=2,
+        aggregation="token_mean",
+    )
+    # upstream token losses [-1, -1.2, -0.5] (sum -2.7, not the row mean), downstream [-0.55, -0.8]:
+    # 0.5 * (-2.7 - 1.35) / (3 + 2) = -0.405
+    torch.testing.assert_close(loss, torch.tensor(-0.405, dtype=DTYPE), rtol=0, atol=1e-12)
+    loss.backward()
+    # every token 0.5 / 5 = 0.1: upstream -r A where unclipped [-1, 0, -0.5]; downstream -w A [2.2, 1.6]
+    expected_grad = torch.tensor([[-0.1, 0.0, -0.05], [0.22, 0.16, 0.0]], dtype=DTYPE)
+    torch.testing.assert_close(log_prob.grad, expected_grad, rtol=0, atol=1e-12)
+    assert metrics["upstream_token_weight"] == pytest.approx(0.1) and metrics["downstream_token_weight"] == 0.1
+    assert metrics["upstream_weight_share"] == pytest.approx(3 / 5)
+    assert metrics["upstream"] == pytest.approx(-2.7 / 5) and metrics["downstream"] == pytest.approx(-1.35 / 5)
 
 
 def test_skpo_loss_rejects_a_role_vector_of_the_wrong_length():

@@ -11,9 +11,10 @@ import math
 import pandas as pd
 import pytest
 
-from skpo_verl.benchmarks import learning
-from skpo_verl.benchmarks.learning import METHODS, Settings, cost_to_reach, decoded_tokens, run_points, summary_table
-from skpo_verl.demo.report import read_metrics
+from skpo_verl.benchmarks import learning, learning_methods, learning_report
+from skpo_verl.benchmarks.learning_methods import METHODS, SEGMENT_JUDGE, Settings
+from skpo_verl.benchmarks.learning_report import cost_to_reach, run_points, summary_table
+from skpo_verl.demo.report import decoded_tokens, read_metrics
 
 ACC = "val-core/skpo_tiny/chain_sum/acc/mean@1"
 
@@ -110,19 +111,97 @@ def test_summary_table_ratios_to_grpo_by_hand():
     # GRPO's 95% t-interval: 0.6 -+ 12.706 x sqrt(0.02) / sqrt(2) = 0.6 -+ 1.2706.
     assert table.loc["grpo", "final_accuracy_ci_low"] == pytest.approx(0.6 - 1.2706)
     assert table.loc["grpo", "final_accuracy_ci_high"] == pytest.approx(0.6 + 1.2706)
-    markdown = learning.format_markdown(summary_table(points))
+    markdown = learning_report.format_markdown(summary_table(points))
     assert "| slow | 30.0% ± 0.0% | — | 1 | not reached | not reached | not reached | 0/1 | 1000 | 2.0 s |" in markdown
     assert "| skpo | 80.0% ± 0.0% | [80.0%, 80.0%] | 2 | 2 | 0.50 | 0.60 | 2/2 | 1200 | 2.0 s |" in markdown
     assert "| grpo | 60.0% ± 14.1% | [-67.1%, 187.1%] | 2 | 4 | 1.00 | 1.00 | 1/2 | 1000 | 2.0 s |" in markdown
 
 
+def test_paired_differences_to_grpo_and_the_mean_of_the_last_steps_by_hand():
+    # 12 steps validated every step: the last 10 are steps 3..12. GRPO seeds end 0.5 / 0.7, SKPO 0.6 / 0.9.
+    grpo = [0.1, 0.2, 0.3] + [0.5] * 10
+    skpo = [0.1, 0.2, 0.3] + [0.6] * 9 + [0.7]
+    points = pd.concat(
+        [
+            _points("grpo", 0, grpo[:-1] + [0.5], 1000.0),
+            _points("grpo", 1, grpo[:-1] + [0.7], 1000.0),
+            _points("skpo", 0, skpo[:-1] + [0.6], 1000.0),
+            _points("skpo", 1, skpo[:-1] + [0.9], 1000.0),
+        ],
+        ignore_index=True,
+    )
+    last = learning_report.last_steps_mean(points).set_index(["method", "seed"])["last_mean"]
+    # GRPO seed 1: nine 0.5 and a 0.7 -> 0.52; SKPO seed 1: nine 0.6 and a 0.9 -> 0.63.
+    assert last[("grpo", 1)] == pytest.approx(0.52) and last[("skpo", 1)] == pytest.approx(0.63)
+    table = learning_report.paired_table(points).set_index("method")
+    # Final: differences 0.6 - 0.5 = 0.1 and 0.9 - 0.7 = 0.2: mean 0.15, std 0.0707, t(1) = 12.706:
+    # 0.15 -+ 12.706 x 0.0707107 / sqrt(2) = 0.15 -+ 0.6353.
+    assert table.loc["skpo", "final_diff"] == pytest.approx(0.15)
+    assert table.loc["skpo", "final_diff_low"] == pytest.approx(0.15 - 0.6353, abs=1e-4)
+    # Last 10 steps: 0.60 - 0.50 and 0.63 - 0.52: both 0.1 and 0.11 -> mean 0.105.
+    assert table.loc["skpo", "last_diff"] == pytest.approx(0.105)
+    assert table.loc["grpo", "final_diff"] == 0.0 and table.loc["skpo", "early"] == pytest.approx(0.6)
+    markdown = learning_report.format_paired_markdown(table.reset_index())
+    assert (
+        "| skpo | 2 | 60.0% | 75.0% ± 21.2% | +15.0 [-48.5, +78.5] | 61.5% ± 2.1% | +10.5 [+4.1, +16.9] |" in markdown
+    )
+
+
+def test_the_diagnostics_pool_the_judges_agreement_over_steps():
+    settings = Settings(steps=2, val_every=1)
+    common = {"timing_s/step": 1.0, "response_length/mean": 10.0}
+    step1 = {
+        **common,
+        "skpo/upstream/oracle_signed_rows_first_visit": 8,
+        "skpo/upstream/oracle_agreeing_rows_first_visit": 2,
+    }
+    step1 |= {"skpo/upstream/oracle_signed_rows_revisit": 0, "skpo/upstream/oracle_agreeing_rows_revisit": 0}
+    step1 |= {"actor/skpo/loss/upstream_clipfrac": 0.0, "skpo/upstream/first_visit_rate": 1.0}
+    step2 = {
+        **common,
+        "skpo/upstream/oracle_signed_rows_first_visit": 4,
+        "skpo/upstream/oracle_agreeing_rows_first_visit": 4,
+    }
+    step2 |= {"skpo/upstream/oracle_signed_rows_revisit": 4, "skpo/upstream/oracle_agreeing_rows_revisit": 1}
+    step2 |= {"actor/skpo/loss/upstream_clipfrac": 0.1, "skpo/upstream/first_visit_rate": 0.5}
+    points = pd.concat(
+        [
+            learning_report.run_points({0: {ACC: 0.1}, 1: step1, 2: step2}, settings).assign(method="skpo", seed=0),
+            learning_report.run_points(_metrics([0.1, 0.2, 0.3], 640.0), settings).assign(method="grpo", seed=0),
+        ],
+        ignore_index=True,
+    )
+    table = learning_report.diagnostics_table(points).set_index("method")
+    # first visits (2 + 4) / (8 + 4) = 0.5; revisits 1 / 4; clip 0.05 and first visits 0.75 on average
+    assert table.loc["skpo", "agreement_first_visit"] == pytest.approx(0.5)
+    assert table.loc["skpo", "agreement_revisit"] == pytest.approx(0.25)
+    assert table.loc["skpo", "upstream_clipfrac"] == pytest.approx(0.05)
+    assert table.loc["skpo", "first_visit_rate"] == pytest.approx(0.75)
+    assert math.isnan(table.loc["grpo", "agreement_first_visit"])
+    markdown = learning_report.format_diagnostics_markdown(table.reset_index())
+    assert "| skpo | 50.0% (12) | 25.0% (4) | 75.0% | — | 5.0% | — |" in markdown
+
+
+def test_mini_batches_set_the_actors_mini_batch_and_must_divide_the_prompts():
+    assert learning_methods.settings_overrides(Settings(60, 2, prompts_per_step=32, mini_batches=4)) == [
+        "actor_rollout_ref.actor.ppo_mini_batch_size=8"
+    ]
+    assert learning_methods.settings_overrides(Settings(50, 2)) == []
+    with pytest.raises(ValueError, match="--mini-batches 3 must divide --prompts-per-step 32"):
+        Settings(60, 2, prompts_per_step=32, mini_batches=3)
+    # The estimate scales the measured paces by the prompts per step: 4 x the step time at 32 prompts.
+    eight = learning_methods.estimated_minutes(["grpo"], 1, Settings(50, 5, task="long"))
+    many = learning_methods.estimated_minutes(["grpo"], 1, Settings(50, 5, task="long", prompts_per_step=32))
+    assert many - eight == pytest.approx(3 * 50 * learning_methods.TASK_DEFAULTS["long"].step_s_grpo / 60)
+
+
 def test_t_interval_by_hand():
     # mean 0.94, std (ddof 1) sqrt(0.001) = 0.0316228, t(0.975, 4) = 2.776: half-width 2.776 x 0.0316228 / sqrt(5)
     # = 0.039259.
-    low, high = learning.t_interval([0.9, 0.92, 0.94, 0.96, 0.98])
+    low, high = learning_report.t_interval([0.9, 0.92, 0.94, 0.96, 0.98])
     assert (low, high) == (pytest.approx(0.900741, abs=1e-6), pytest.approx(0.979259, abs=1e-6))
-    assert all(math.isnan(bound) for bound in learning.t_interval([0.9]))
-    assert learning.t_interval([0.9, float("nan"), 0.9]) == (pytest.approx(0.9), pytest.approx(0.9))
+    assert all(math.isnan(bound) for bound in learning_report.t_interval([0.9]))
+    assert learning_report.t_interval([0.9, float("nan"), 0.9]) == (pytest.approx(0.9), pytest.approx(0.9))
 
 
 def test_upfront_costs_count_at_step_0_and_the_early_curve_lists_steps_0_to_15():
@@ -133,26 +212,28 @@ def test_upfront_costs_count_at_step_0_and_the_early_curve_lists_steps_0_to_15()
     assert list(points["cumulative_samples"]) == [4096, 4160, 4224, 4288, 4352]
     assert list(points["cumulative_tokens"]) == [90000, 90640, 91280, 91920, 92560]
     assert points["decoded_tokens"][1:].mean() == 640.0  # tokens per training step leave the estimate out
-    markdown = learning.early_curve_markdown(points.assign(method="skpo", seed=0))
+    markdown = learning_report.early_curve_markdown(points.assign(method="skpo", seed=0))
     assert "| method | 0 | 2 | 4 |" in markdown and "| skpo | 0.250 | 0.500 | 0.750 |" in markdown
 
 
 def test_later_split_methods_set_the_split_and_a_prompt_budget_for_their_longest_segment():
     long = Settings(steps=50, val_every=5, task="long")  # 64-token prompts and responses
-    assert learning.method_overrides("skpo_split_late", long) == [
+    assert learning_methods.method_overrides("skpo_split_late", long) == [
+        f"+algorithm.skpo.segment_judge={SEGMENT_JUDGE}",
         "+algorithm.skpo.split_low=0.5",
         f"+algorithm.skpo.split_high={5 / 6!r}",
         "actor_rollout_ref.rollout.prompt_length=118",  # 64 + ceil(5/6 x 64) = 64 + 54
     ]
-    assert learning.method_overrides("skpo_split_mid", Settings(50, 1))[-1] == (
+    assert learning_methods.method_overrides("skpo_split_mid", Settings(50, 1))[-1] == (
         "actor_rollout_ref.rollout.prompt_length=86"  # 64 + ceil(2/3 x 32) = 64 + 22
     )
-    assert learning.method_overrides("skpo", long) == []
+    assert learning_methods.method_overrides("skpo", long) == [f"+algorithm.skpo.segment_judge={SEGMENT_JUDGE}"]
+    assert learning_methods.method_overrides("grpo", long) == []
 
 
 def test_the_two_splits_method_sets_num_splits_and_a_prompt_budget_for_both_segments():
     long = Settings(steps=50, val_every=5, task="long")  # 64-token prompts and responses
-    assert learning.method_overrides("skpo_two_splits", long) == [
+    assert learning_methods.method_overrides("skpo_two_splits", long) == [
         "+algorithm.skpo.num_splits=2",
         "actor_rollout_ref.rollout.prompt_length=128",  # 64 + 64: both segments stay under the response budget
     ]
@@ -163,14 +244,16 @@ def test_samples_are_the_answers_skpo_logged_and_prompts_x_g_without_them():
     common = {"timing_s/step": 1.0, "response_length/mean": 10.0}
     two_splits = {**common, "skpo/upstream/rows": 15, "skpo/downstream/rows": 120}
     two_splits |= {"skpo/rollout/candidate_tokens_mean": 4.0, "skpo/downstream/answer_length_mean": 5.0}
-    points = learning.run_points({1: two_splits, 2: common}, settings)
+    points = learning_report.run_points({1: two_splits, 2: common}, settings)
     # Step 1: 7 prompts ran both stages and 1 only the first: 15 x 8 answers; step 2 (GRPO-like): 8 x 8.
     assert list(points["samples"]) == [0, 120, 64]
     assert list(points["cumulative_samples"]) == [0, 120, 184]
 
 
 def test_the_half_candidates_method_asks_for_g_over_2():
-    assert METHODS["skpo_half_candidates"].overrides == (f"+algorithm.skpo.num_candidates={learning.GROUP_SIZE // 2}",)
+    assert METHODS["skpo_half_candidates"].overrides == (
+        f"+algorithm.skpo.num_candidates={learning_methods.GROUP_SIZE // 2}",
+    )
 
 
 def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
@@ -181,11 +264,16 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
     from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 
     def parsed(name):
-        overrides = [override.lstrip("+") for override in METHODS[name].overrides]
+        # with the segment judge every one-split SKPO run gets (method_overrides)
+        overrides = [
+            override.lstrip("+")
+            for override in (*METHODS[name].overrides, f"+algorithm.skpo.segment_judge={SEGMENT_JUDGE}")
+        ]
         assert all(override.startswith("algorithm.skpo.") for override in overrides)
         return skpo_config_from_algorithm(OmegaConf.from_dotlist(overrides).get("algorithm", {}))
 
-    assert parsed("skpo") == SKPOConfig.from_mapping({})
+    judged = SKPOConfig.from_mapping({"segment_judge": SEGMENT_JUDGE})
+    assert parsed("skpo") == judged
     assert parsed("skpo_wo_skip").conditioning == "continual"
     assert parsed("skpo_wo_mc").upstream_reward == "own_completion"
     assert parsed("skpo_half_candidates").num_candidates == 4
@@ -199,7 +287,7 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
     )
     assert parsed("skpo_first_visit_zero").first_visit_upstream == "zero"
     assert parsed("skpo_upstream_rms").upstream_norm == "rms"
-    assert parsed("skpo_offline_values") == SKPOConfig.from_mapping({})  # its values file is added per seed
+    assert parsed("skpo_offline_values") == judged  # its values file is added per seed
     assert METHODS["skpo_offline_values"].offline_values
     assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
         "skpo",
@@ -214,20 +302,28 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         "skpo_split_mid",
         "skpo_split_late",
         "skpo_two_splits",
+        "skpo_oracle",
+        "skpo_random",
+        "skpo_token_mean",
     }
+    assert parsed("skpo_oracle").upstream_advantage == "oracle"
+    assert parsed("skpo_random").upstream_advantage == "random"
+    assert parsed("skpo_token_mean").loss.aggregation == "token_mean"
 
 
 def test_the_default_methods_of_each_task_and_the_estimate_printed_before_a_run():
-    assert learning.TASK_DEFAULTS["benchmark"].methods == learning.ORIGINAL_METHODS  # today's benchmark, unchanged
-    assert learning.TASK_DEFAULTS["benchmark"].seeds == (0, 1, 2)
-    long = learning.TASK_DEFAULTS["long"]
-    assert len(long.seeds) >= 5 and set(learning.ORIGINAL_METHODS) <= set(long.methods)
+    assert (
+        learning_methods.TASK_DEFAULTS["benchmark"].methods == learning_methods.ORIGINAL_METHODS
+    )  # today's benchmark, unchanged
+    assert learning_methods.TASK_DEFAULTS["benchmark"].seeds == (0, 1, 2)
+    long = learning_methods.TASK_DEFAULTS["long"]
+    assert len(long.seeds) >= 5 and set(learning_methods.ORIGINAL_METHODS) <= set(long.methods)
     # benchmark, 8 methods x 3 seeds x 50 steps every step: 3 x (2 x (50 + 60 + 56.1) + 6 x (50 + 80 + 56.1)) s
-    minutes = learning.estimated_minutes(list(learning.ORIGINAL_METHODS), 3, Settings(50, 1))
+    minutes = learning_methods.estimated_minutes(list(learning_methods.ORIGINAL_METHODS), 3, Settings(50, 1))
     assert minutes == pytest.approx(3 * (2 * 166.1 + 6 * 186.1) / 60)
     # One offline estimate per seed for skpo_offline_values.
-    with_values = learning.estimated_minutes(["skpo", "skpo_offline_values"], 1, Settings(50, 1))
-    assert with_values == pytest.approx((2 * 186.1 + learning.TASK_DEFAULTS["benchmark"].offline_values_s) / 60)
+    with_values = learning_methods.estimated_minutes(["skpo", "skpo_offline_values"], 1, Settings(50, 1))
+    assert with_values == pytest.approx((2 * 186.1 + learning_methods.TASK_DEFAULTS["benchmark"].offline_values_s) / 60)
 
 
 # One method per code path through verl: stock GRPO, SKPO's agent loop and loss, verl's CISPO

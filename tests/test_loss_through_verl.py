@@ -1,8 +1,8 @@
 """verl's real `ppo_loss` (through our role shim) computes SKPO's asymmetric loss.
 
 Micro-batch of three rows: row 0 upstream (prompt 2, response 2 tokens), rows 1-2
-downstream (prompt 2 / response 3, prompt 1 / response 1). The mini-batch-wide counts say
-there are 2 upstream rows and 10 downstream tokens in total (other micro-batches hold the
+downstream (prompt 2 / response 3, prompt 1 / response 1). The driver's normalisers say the
+mini-batch divides by 2 upstream rows and 10 downstream tokens (other micro-batches hold the
 rest), so the normalisers are global, as in verl's token-mean.
 """
 
@@ -21,7 +21,19 @@ def _nested(rows, dtype=torch.float32):
     return torch.nested.nested_tensor([torch.tensor(r, dtype=dtype) for r in rows], layout=torch.jagged)
 
 
-def _micro_batch():
+LOSS = {
+    "upstream_weight": 0.5,
+    "downstream_weight": 0.5,
+    "upstream_clip": 0.2,
+    "downstream_clip_low": 0.2,
+    "downstream_clip_high": 0.28,
+    "aggregation": "per_role",
+}
+NORMALISERS = {"upstream_rows": 2.0, "upstream_tokens": 5.0, "downstream_tokens": 10.0}
+
+
+def _micro_batch(**shipped):
+    """The micro-batch, with the driver's entries `shipped` (default: both, as the driver sends them)."""
     from verl.utils import tensordict_utils as tu
 
     prompt_lens, response_lens = [2, 2, 1], [2, 3, 1]
@@ -41,16 +53,8 @@ def _micro_batch():
         dp_size=1,
         batch_num_tokens=6,
         global_batch_size=3,
-        skpo_upstream_rows=2,
-        skpo_downstream_tokens=10,
-        skpo_loss={
-            "upstream_weight": 0.5,
-            "downstream_weight": 0.5,
-            "upstream_clip": 0.2,
-            "downstream_clip_low": 0.2,
-            "downstream_clip_high": 0.28,
-        },
     )
+    tu.assign_non_tensor(data, **(shipped or {"skpo_loss": LOSS, "skpo_loss_normalisers": NORMALISERS}))
     response_log_probs = [[LN(1.5), LN(0.5)], [LN(2.0), LN(1.0), LN(0.9)], [LN(0.7)]]
     flat, response_positions = [], []
     for p, responses in zip(prompt_lens, response_log_probs):
@@ -117,11 +121,37 @@ def test_the_skpo_loss_refuses_to_run_without_the_role_shim(actor_config):
         losses.ppo_loss(actor_config, {"log_probs": log_probs}, data)
 
 
-def test_role_counts_count_upstream_rows_with_tokens_and_downstream_tokens():
-    from skpo_verl.patches.engine_role_counts import role_counts
+def test_step_role_counts_count_upstream_rows_with_tokens_and_each_roles_tokens():
+    from skpo_verl.training.loss import step_role_counts
 
     upstream = torch.tensor([1, 0, 0, 1])
     # Row 3 is a padding copy of an upstream row: no response tokens, so it is not counted.
     mask = _nested([[1, 1], [1, 1, 1], [1], [0]], torch.int64)
-    assert role_counts(upstream, mask).tolist() == [1, 4]
-    assert role_counts(upstream, mask.to_padded_tensor(0)).tolist() == [1, 4]
+    expected = {"upstream_rows": 1, "upstream_tokens": 2, "downstream_tokens": 4}
+    assert step_role_counts(upstream, mask) == expected
+    assert step_role_counts(upstream, mask.to_padded_tensor(0)) == expected
+
+
+@pytest.mark.parametrize("missing", ["skpo_loss", "skpo_loss_normalisers"])
+def test_a_micro_batch_with_roles_but_without_a_driver_entry_fails_naming_it(actor_config, missing):
+    from verl.workers import engine_workers
+
+    shipped = {"skpo_loss": LOSS, "skpo_loss_normalisers": NORMALISERS}
+    del shipped[missing]
+    data, log_probs, _ = _micro_batch(**shipped)
+    with pytest.raises(RuntimeError, match=f"no '{missing}' entry"):
+        engine_workers.ppo_loss(actor_config, {"log_probs": log_probs}, data)
+
+
+@pytest.mark.parametrize(
+    "entry, field",
+    [("skpo_loss", "upstream_weight"), ("skpo_loss", "aggregation"), ("skpo_loss_normalisers", "upstream_rows")],
+)
+def test_a_driver_entry_missing_a_field_fails_naming_the_field_instead_of_a_default(actor_config, entry, field):
+    from verl.workers import engine_workers
+
+    shipped = {"skpo_loss": dict(LOSS), "skpo_loss_normalisers": dict(NORMALISERS)}
+    del shipped[entry][field]
+    data, log_probs, _ = _micro_batch(**shipped)
+    with pytest.raises(RuntimeError, match=rf"'{entry}' entry lacks \['{field}'\]"):
+        engine_workers.ppo_loss(actor_config, {"log_probs": log_probs}, data)

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from engine_stub import stub_engine_class
+from actor_split import ActorWorkers, loss_and_gradients, ratio_one, seeded_log_ratios
 from v1_trainer import Prompt, grpo_rows, put_rows, skpo_rows, v1_trainer, write_old_log_probs
 
 from skpo_verl.validation import validate_config
@@ -150,30 +150,12 @@ def test_the_grpo_advantage_check_fails_on_swapped_rows_or_a_flipped_sign(reduct
 # --- the loss, through verl's real `ppo_loss` (as the actor worker binds it) -----------------
 
 
-@functools.cache
-def _actor_config(loss_mode: str):
-    """verl's actor config for a loss mode, with its default clip [0.8, 1.2] and token-mean."""
-    from verl.utils.config import omega_conf_to_dataclass
-
-    from skpo_verl.verl_config import compose_ppo_config
-
-    config = compose_ppo_config(
-        [
-            f"actor_rollout_ref.actor.policy_loss.loss_mode={loss_mode}",
-            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-        ]
-    )
-    actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
-    assert (actor.clip_ratio_low, actor.clip_ratio_high, actor.loss_agg_mode) == (0.2, 0.2, "token-mean")
-    return actor
-
-
 def _answer_micro_batch(tq, batch, trainer):
     """One micro-batch of all answer rows of the SKPO batch, as the worker gets them from TransferQueue,
-    with the mini-batch-wide counts of SKPO's role-count shim and the driver's loss settings."""
+    with the driver's loss settings and normalisers for a mini-batch of just these rows."""
     from verl.utils import tensordict_utils as tu
 
-    from skpo_verl.patches.engine_role_counts import role_counts
+    from skpo_verl.training.loss import LossNormalisers, step_role_counts
 
     roles = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["skpo_upstream_mask"])
     upstream = roles["skpo_upstream_mask"].tolist()
@@ -181,55 +163,16 @@ def _answer_micro_batch(tq, batch, trainer):
     fields = ["uid", "session_id", "prompts", "responses", "response_mask", "old_log_probs", "advantages"]
     fields.append("skpo_upstream_mask")
     data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
-    upstream_rows, downstream_tokens = role_counts(data["skpo_upstream_mask"], data["response_mask"]).tolist()
+    counts = step_role_counts(data["skpo_upstream_mask"], data["response_mask"])
     tu.assign_non_tensor(
         data,
         dp_size=1,
-        batch_num_tokens=downstream_tokens,
+        batch_num_tokens=counts["downstream_tokens"],
         global_batch_size=len(keys),
-        skpo_upstream_rows=upstream_rows,
-        skpo_downstream_tokens=downstream_tokens,
         skpo_loss=dataclasses.asdict(trainer.skpo_state.config.loss),
+        skpo_loss_normalisers=dataclasses.asdict(LossNormalisers.for_mini_batches(counts, 1)),
     )
     return data
-
-
-def _model_log_probs(data, log_ratio_of_row):
-    """verl's unpadded model output: one value per prompt + response token, response token k of a
-    row at position prompt_len - 1 + k (verl left-shifts log-probs); log pi = old + log r."""
-    prompt_lens = data["prompts"].offsets().diff().tolist()
-    flat, positions = [], []
-    for row, (prompt_len, old) in enumerate(zip(prompt_lens, data["old_log_probs"].unbind())):
-        new = old + log_ratio_of_row(row, len(old))
-        start = len(flat)
-        flat.extend([0.0] * (prompt_len + len(old)))
-        for k, value in enumerate(new.tolist()):
-            flat[start + prompt_len - 1 + k] = value
-        positions.append([start + prompt_len - 1 + k for k in range(len(old))])
-    return torch.tensor(flat, dtype=torch.float32, requires_grad=True), positions
-
-
-def loss_and_gradients(loss_mode: str, data, log_ratio_of_row):
-    """verl's `ppo_loss` (through SKPO's role shim, as `engine_workers` binds it) on a micro-batch:
-    (loss value, per-row gradients w.r.t. the response tokens' log pi)."""
-    from verl.workers import engine_workers
-
-    log_probs, positions = _model_log_probs(data, log_ratio_of_row)
-    if loss_mode != "skpo":
-        data = data.exclude("skpo_upstream_mask")
-    loss, _ = engine_workers.ppo_loss(_actor_config(loss_mode), {"log_probs": log_probs}, data)
-    loss.backward()
-    return loss.item(), [log_probs.grad[row].tolist() for row in positions]
-
-
-def _seeded_log_ratios(low: float, high: float, seed: int):
-    """log r per token, r ~ U[low, high] from a fixed seed (row by row)."""
-    generator = torch.Generator().manual_seed(seed)
-    return lambda row, length: torch.log(low + (high - low) * torch.rand(length, generator=generator))
-
-
-def _ratio_one(row, length):
-    return torch.zeros(length)
 
 
 def check_loss_equals(skpo_loss: float, verl_loss: float) -> None:
@@ -281,13 +224,13 @@ def _answer_row(data, uid: str, session: int) -> int:
 
 def test_the_downstream_loss_is_verls_cispo_loss_and_the_check_fails_on_a_flipped_sign(answer_micro_batch):
     data = answer_micro_batch
-    log_ratios = _seeded_log_ratios(0.6, 1.5, seed=1)  # some ratios outside [0.8, 1.2]: the clip is exercised
+    log_ratios = seeded_log_ratios(0.6, 1.5, seed=1)  # some ratios outside [0.8, 1.2]: the clip is exercised
     skpo, _ = loss_and_gradients("skpo", data, log_ratios)
-    cispo, _ = loss_and_gradients("cispo", data, _seeded_log_ratios(0.6, 1.5, seed=1))
+    cispo, _ = loss_and_gradients("cispo", data, seeded_log_ratios(0.6, 1.5, seed=1))
     check_loss_equals(skpo, cispo)
     assert skpo != 0.0
     corrupted = _flip_row(data, _answer_row(data, "uC", 3))
-    flipped, _ = loss_and_gradients("skpo", corrupted, _seeded_log_ratios(0.6, 1.5, seed=1))
+    flipped, _ = loss_and_gradients("skpo", corrupted, seeded_log_ratios(0.6, 1.5, seed=1))
     with pytest.raises(AssertionError):
         check_loss_equals(flipped, cispo)
 
@@ -295,18 +238,18 @@ def test_the_downstream_loss_is_verls_cispo_loss_and_the_check_fails_on_a_flippe
 def test_at_the_first_mini_batch_the_gradient_is_vanilla_ppos(answer_micro_batch):
     """r = 1: d/dlog pi of SKPO's -sg(r) A log pi and of PPO's -r A are both -A / (answer tokens)."""
     data = answer_micro_batch
-    _, skpo = loss_and_gradients("skpo", data, _ratio_one)
-    _, vanilla = loss_and_gradients("vanilla", data, _ratio_one)
+    _, skpo = loss_and_gradients("skpo", data, ratio_one)
+    _, vanilla = loss_and_gradients("vanilla", data, ratio_one)
     check_gradients_equal(skpo, vanilla)
     tokens = int(data["response_mask"].values().sum())
     assert tokens == 5 + 3 + 7 + 2 + 4 + 6 + 1 + 3 + 2 + 8 + 3 + 5
     row = _answer_row(data, "uC", 3)
     assert skpo[row] == pytest.approx([1.5 / tokens] * 5, abs=1e-7)  # -A / N with A = -3/2
     swapped = _swap_rows_of(data, _answer_row(data, "uA", 0), _answer_row(data, "uA", 1))
-    _, swapped_grads = loss_and_gradients("skpo", swapped, _ratio_one)
+    _, swapped_grads = loss_and_gradients("skpo", swapped, ratio_one)
     with pytest.raises(AssertionError):
         check_gradients_equal(swapped_grads, vanilla)
-    _, flipped_grads = loss_and_gradients("skpo", _flip_row(data, row), _ratio_one)
+    _, flipped_grads = loss_and_gradients("skpo", _flip_row(data, row), ratio_one)
     with pytest.raises(AssertionError):
         check_gradients_equal(flipped_grads, vanilla)
 
@@ -320,8 +263,8 @@ def test_inside_the_clip_range_the_gradient_is_vanilla_ppos_and_outside_cispo_ke
     = r), so inside [0.8, 1.2] they are equal; they differ only where PPO clips.
     """
     data = answer_micro_batch
-    _, skpo = loss_and_gradients("skpo", data, _seeded_log_ratios(0.85, 1.15, seed=2))
-    _, vanilla = loss_and_gradients("vanilla", data, _seeded_log_ratios(0.85, 1.15, seed=2))
+    _, skpo = loss_and_gradients("skpo", data, seeded_log_ratios(0.85, 1.15, seed=2))
+    _, vanilla = loss_and_gradients("vanilla", data, seeded_log_ratios(0.85, 1.15, seed=2))
     check_gradients_equal(skpo, vanilla)
 
     tokens = int(data["response_mask"].values().sum())
@@ -372,80 +315,13 @@ UPSTREAM_PROMPTS = [
 EXPECTED_UPSTREAM = dict(zip([20, 21, 22, 23, 24], np.array([12.0, 5.0, 16.0, -23.0, -10.0]) / math.sqrt(263.5)))
 
 
-class _WorkerGroup:
-    """The actor worker group as `_update_actor` calls it; `update_actor` runs verl's worker-side
-    split (see `actor_micro_batches`) and keeps the micro-batches the loss would see."""
-
-    def __init__(self, dp_size: int, actor_config):
-        self._dispatch_info = {"actor": list(range(dp_size))}
-        self.actor_config = actor_config
-        self.micro_batches = []
-
-    def update_actor(self, batch):
-        self.micro_batches = actor_micro_batches(batch, len(self._dispatch_info["actor"]), self.actor_config)
-        return {"metrics": {"mfu": 0.0}}
-
-
-def _recording_engine():
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.engine.utils import prepare_micro_batches
-
-    class RecordingEngine(stub_engine_class()):
-        """Stands in for the model engine (no model here): `train_batch` is verl's `BaseEngine.train_batch`
-        with SKPO's role-count shim; the forward/backward pass only splits the mini-batch into
-        micro-batches with verl's `prepare_micro_batches`, after the non-tensor entries
-        `FSDPEngine.forward_backward_batch` adds (this rank is its own data-parallel world)."""
-
-        def __init__(self):
-            self.micro_batches = []
-
-        def forward_backward_batch(self, data, loss_function, forward_only=False):
-            tu.assign_non_tensor(data, batch_num_tokens=int(data["loss_mask"].values().sum()), dp_size=1)
-            micro_batches, _ = prepare_micro_batches(data=data, dp_group=None, same_micro_num_in_dp=True)
-            self.micro_batches.extend(micro_batches)
-            return {}
-
-    return RecordingEngine()
-
-
-def actor_micro_batches(batch, dp_size: int, actor_config) -> list:
-    """The micro-batches verl's actor workers compute the loss on, in order, rank by rank.
-
-    - dispatch: `update_actor` is registered with `make_nd_compute_dataproto_dispatch_fn`, which
-      splits the batch with `BatchData(batch).chunk(dp_size)`; the worker's `tqbridge` turns its
-      chunk into a TensorDict (`_meta_to_realdata`), the batch's extra info as non-tensor entries;
-    - `TrainingWorker.train_mini_batch`: pops the mini-batch settings, `tu.make_iterator`;
-    - `TrainingWorker.train_batch`: the engine defaults from the actor config, then the engine.
-    """
-    from verl.protocol import BatchData
-    from verl.utils import tensordict_utils as tu
-    from verl.utils import transferqueue_utils
-
-    engine = _recording_engine()
-    for rank, rank_meta in enumerate(BatchData(batch).chunk(chunks=dp_size)):
-        data = transferqueue_utils._meta_to_realdata(rank_meta)
-        mini_batch_size = tu.pop(data, key="mini_batch_size")
-        epochs = tu.pop(data, key="epochs", default=1)
-        seed = tu.pop(data, key="seed", default=42)
-        dataloader_kwargs = tu.pop(data, key="dataloader_kwargs", default={})
-        for mini_batch in tu.make_iterator(data, mini_batch_size // dp_size, epochs, seed + rank, dataloader_kwargs):
-            tu.assign_non_tensor(
-                mini_batch,
-                use_dynamic_bsz=actor_config.use_dynamic_bsz,
-                max_token_len_per_gpu=actor_config.ppo_max_token_len_per_gpu,
-                micro_batch_size_per_gpu=actor_config.ppo_micro_batch_size_per_gpu,
-            )
-            engine.train_batch(mini_batch, loss_function=None)
-    return engine.micro_batches
-
-
 def check_upstream_advantages_reach_the_loss(micro_batches, expected: dict) -> None:
     """Each real upstream row, and only it, is marked upstream for the loss, appears once, and
     drives the loss with its own prompt's advantage.
 
     The advantage is read off the gradient of verl's `ppo_loss` (SKPO's role shim) at r = 1:
-    d loss / d log pi(s_t) = -w_up * A / (|s| * upstream rows of the mini-batch), with the
-    counts the role-count shim attached.
+    d loss / d log pi(s_t) = -w_up * A / (|s| * upstream rows of the step / mini-batches), with the
+    normalisers the driver sent.
     """
     from verl.utils import tensordict_utils as tu
 
@@ -461,8 +337,8 @@ def check_upstream_advantages_reach_the_loss(micro_batches, expected: dict) -> N
         )
         if not any(upstream_mask):
             continue
-        _, grads = loss_and_gradients("skpo", micro_batch, _ratio_one)
-        upstream_rows = tu.get_non_tensor_data(micro_batch, "skpo_upstream_rows", None)
+        _, grads = loss_and_gradients("skpo", micro_batch, ratio_one)
+        upstream_rows = tu.get_non_tensor_data(micro_batch, "skpo_loss_normalisers", None)["upstream_rows"]
         weight = tu.get_non_tensor_data(micro_batch, "skpo_loss", None)["upstream_weight"]
         for row in np.flatnonzero(upstream_mask):
             grad = grads[row]
@@ -495,7 +371,7 @@ def upstream_micro_batches(request, transfer_queue):
             trainer.skpo_state.values.update(prompt.index, float(reward_to_tracker(value)), 0.96, 3)
     validate_config(trainer.config)  # a configuration SKPO starts with
     actor_config = omega_conf_to_dataclass(trainer.config.actor_rollout_ref.actor)
-    trainer.actor_rollout_wg = workers = _WorkerGroup(DP_SIZE, actor_config)
+    trainer.actor_rollout_wg = workers = ActorWorkers(DP_SIZE, actor_config)
 
     batch = trainer._balance_batch(put_rows(tq, skpo_rows([p for p, _ in UPSTREAM_PROMPTS]), "upstream"), metrics={})
     write_old_log_probs(tq, batch, seed=3)

@@ -15,8 +15,7 @@ import pytest
 import torch
 from v1_trainer import v1_trainer
 
-from skpo_verl.config import SKPOConfig
-from skpo_verl.training.state import STATE_FILE, SKPOState
+from skpo_verl.training.state import STATE_FILE
 
 SKPO = [
     "algorithm.adv_estimator=skpo",
@@ -54,8 +53,8 @@ def _row(uid, index, session, upstream, response_len, reward, segment_len=3):
     }
 
 
-def _put_batch(tq, first="uA_0_0"):
-    """The two prompts' rows, `first` stored first (verl's padding copies it), padded to a multiple of 5."""
+def _put_batch(tq, first="uA_0_0", multiple=5):
+    """The two prompts' rows, `first` stored first (verl's padding copies it), padded to a multiple of `multiple`."""
     from tensordict import NonTensorData  # noqa: F401 - tensordict must be importable for TQ
     from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
     from verl.utils.tensordict_utils import list_of_dict_to_tensordict
@@ -76,7 +75,7 @@ def _put_batch(tq, first="uA_0_0"):
         keys=keys, partition_id="train", fields=list_of_dict_to_tensordict([rows[k] for k in keys]), tags=tags
     )
     batch = tq.KVBatchMeta(partition_id="train", keys=keys, tags=tags)
-    return upsample_batch_to_divisible_size(batch, 5, eos_token_id=0)
+    return upsample_batch_to_divisible_size(batch, multiple, eos_token_id=0)
 
 
 def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer_queue):
@@ -132,7 +131,7 @@ def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(tra
     first, the padding rows look like the answers of a prompt of their own: counted, they would be a
     group without an upstream row and enter the `skpo/downstream/*` statistics as zero-reward,
     zero-length answers. The advantages and counts must be those of the 8 real rows."""
-    from skpo_verl.patches.engine_role_counts import role_counts
+    from skpo_verl.training.loss import step_role_counts
 
     tq = transfer_queue
     batch = _put_batch(tq, first="uA_1_0")  # prompt A's session-1 answer: reward -1, 2 tokens
@@ -160,10 +159,11 @@ def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(tra
     assert metrics["skpo/downstream/answer_length_mean"] == pytest.approx(4.5)
     assert metrics["skpo/downstream/zero_adv_group_rate"] == pytest.approx(0.5)
     assert metrics["skpo/upstream/reward_mean"] == pytest.approx((1 / 3 - 1) / 2)
-    # The loss's normalisers, counted from the written mask as the engine shim counts them: 2 upstream
-    # rows, 27 downstream tokens (padding rows have none).
+    # The loss's normalisers, counted from the written mask as the driver counts them: 2 upstream rows of
+    # 3 + 2 tokens, 27 downstream tokens (padding rows have none).
     mask = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["response_mask"])["response_mask"]
-    assert role_counts(out["skpo_upstream_mask"], mask).tolist() == [2, 27]
+    counts = step_role_counts(out["skpo_upstream_mask"], mask)
+    assert counts == {"upstream_rows": 2, "upstream_tokens": 5, "downstream_tokens": 27}
     tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
@@ -218,13 +218,10 @@ def test_mini_batches_count_n_plus_one_rows_per_prompt():
     assert trainer._get_required_batch_multiple(4) == 12
 
 
-def test_update_actor_sends_loss_settings_and_n_plus_one_row_mini_batches():
-    import transfer_queue as tq_module
-
-    trainer = _trainer(["+algorithm.skpo.loss.downstream_clip_high=0.3"])
-    trainer.skpo_state = SKPOState(SKPOConfig.from_mapping({"loss": {"downstream_clip_high": 0.3}}))
+def _update_actor_extra_info(trainer, batch) -> tuple[dict, dict]:
+    """What `_update_actor` sends the actor workers (the batch's extra info), and its metrics."""
     trainer.distillation_config = None
-    seen = {}
+    seen, metrics = {}, {}
 
     class Workers:
         def update_actor(self, batch):
@@ -232,10 +229,32 @@ def test_update_actor_sends_loss_settings_and_n_plus_one_row_mini_batches():
             return {"metrics": {"actor/mfu": 0.0, "actor/grad_norm": 1.0}}
 
     trainer.actor_rollout_wg = Workers()
-    batch = tq_module.KVBatchMeta(partition_id="train", keys=[], tags=[])
-    trainer._update_actor(batch, {})
+    trainer._update_actor(batch, metrics)
+    return seen, metrics
+
+
+def test_update_actor_sends_loss_settings_normalisers_and_n_plus_one_row_mini_batches(transfer_queue):
+    trainer = _trainer(["+algorithm.skpo.loss.downstream_clip_high=0.3"])
+    # 8 rows = one mini-batch of 2 prompts x (G + 1): no padding.
+    batch = _put_batch(transfer_queue, multiple=8)
+    trainer._compute_advantage(batch, {})
+    seen, metrics = _update_actor_extra_info(trainer, batch)
     assert seen["global_batch_size"] == 8 and seen["mini_batch_size"] == 8
     assert seen["skpo_loss"]["downstream_clip_high"] == 0.3 and seen["skpo_loss"]["upstream_clip"] == 0.2
+    assert seen["skpo_loss"]["aggregation"] == "per_role"
+    # The step's 2 upstream rows (3 + 2 tokens) and 27 downstream tokens, over M = 1 mini-batch.
+    assert seen["skpo_loss_normalisers"] == {"upstream_rows": 2.0, "upstream_tokens": 5.0, "downstream_tokens": 27.0}
+    assert metrics["skpo/loss/mini_batches"] == 1
+    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
+
+
+def test_update_actor_refuses_a_batch_that_is_not_whole_mini_batches(transfer_queue):
+    trainer = _trainer()
+    batch = _put_batch(transfer_queue, multiple=5)  # 10 rows against mini-batches of 8
+    trainer._compute_advantage(batch, {})
+    with pytest.raises(RuntimeError, match="not a whole number of mini-batches of 8 rows"):
+        _update_actor_extra_info(trainer, batch)
+    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_split_lengths_are_added_to_each_prompt_before_rollout():

@@ -79,7 +79,7 @@ def main() -> None:
     from verl.utils.config import omega_conf_to_dataclass
 
     from skpo_verl.config import LossConfig, SKPOConfig
-    from skpo_verl.training.loss import MicroBatchRoles, micro_batch_roles
+    from skpo_verl.training.loss import LossNormalisers, MicroBatchRoles, micro_batch_roles, step_role_counts
     from skpo_verl.training.state import SKPOState
     from skpo_verl.verl_config import compose_ppo_config
 
@@ -93,8 +93,7 @@ def main() -> None:
     upstream = torch.from_numpy(rows.is_upstream)
     roles = MicroBatchRoles(
         is_upstream=upstream,
-        upstream_rows=int(upstream.sum()),
-        downstream_tokens=int(mask[~upstream].sum()),
+        normalisers=LossNormalisers.for_mini_batches(step_role_counts(upstream, mask), mini_batches=1),
         loss=LossConfig(),
     )
     skpo_estimator = core_algos.get_adv_estimator_fn("skpo")

@@ -48,9 +48,10 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from skpo_verl.benchmarks import learning
+from skpo_verl.benchmarks import learning_report
 from skpo_verl.benchmarks.cpu_demo import REPO, load_average, run_launcher, tree_pss
-from skpo_verl.benchmarks.learning import run_points, seed_overrides
+from skpo_verl.benchmarks.learning_methods import seed_overrides
+from skpo_verl.benchmarks.learning_report import run_points
 from skpo_verl.demo.report import read_metrics
 
 LAUNCHER = REPO / "examples" / "cpu_smollm2_skpo.sh"
@@ -243,7 +244,7 @@ def format_markdown(runs: pd.DataFrame, base_accuracy: float | None) -> str:
 
 
 def plot_curves(points: pd.DataFrame, out_dir: Path) -> list[Path]:
-    return learning.plot_curves(
+    return learning_report.plot_curves(
         points, out_dir, title="SmolLM2-135M-Instruct, word problems, CPU: mean and min-max over seeds"
     )
 
@@ -297,7 +298,7 @@ def run_benchmark(
 
 
 def _points_settings(settings: Settings):
-    from skpo_verl.benchmarks.learning import Settings as LearningSettings
+    from skpo_verl.benchmarks.learning_methods import Settings as LearningSettings
 
     return LearningSettings(
         steps=settings.steps,

@@ -9,6 +9,8 @@ Shapes: B rows, T response tokens. `mask` is the response mask with 0/1 entries.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 # verl's own policy losses clamp log(pi / pi_old) to this range before exp (core_algos),
@@ -29,6 +31,28 @@ def _ppo_token_losses(ratio: torch.Tensor, advantages: torch.Tensor, clip: float
     return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
+def upstream_ppo_token_losses(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+) -> torch.Tensor:
+    """PPO-clip per upstream token, 0 outside the mask.
+
+        L_t = -min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t),   r_t = exp(log pi(o_t) - log pi_old(o_t))
+
+    Args:
+        log_prob, old_log_prob, advantages, mask: [B, T].
+        clip: eps (paper: 0.2).
+    Returns:
+        L, [B, T].
+    """
+    mask = mask.bool()
+    token_losses, _ = _ppo_token_losses(_ratio(log_prob, old_log_prob, mask), advantages, clip)
+    return torch.where(mask, token_losses, torch.zeros_like(token_losses))
+
+
 def upstream_ppo_loss(
     log_prob: torch.Tensor,
     old_log_prob: torch.Tensor,
@@ -36,10 +60,9 @@ def upstream_ppo_loss(
     mask: torch.Tensor,
     clip: float,
 ) -> torch.Tensor:
-    """Per-sequence PPO-clip loss of upstream rows.
+    """Per-sequence PPO-clip loss of upstream rows (Eq. 6).
 
-        L_b = -(1/|o_b|) sum_t min(r_t A_t, clip(r_t, 1 - eps, 1 + eps) A_t),
-        r_t = exp(log pi(o_t) - log pi_old(o_t)),
+        L_b = (1/|o_b|) sum_t L_t   (`upstream_ppo_token_losses`),
 
     the mean over the row's response tokens; a row with no response tokens gives 0.
 
@@ -49,10 +72,8 @@ def upstream_ppo_loss(
     Returns:
         L, [B].
     """
-    mask = mask.bool()
-    token_losses, _ = _ppo_token_losses(_ratio(log_prob, old_log_prob, mask), advantages, clip)
-    token_losses = torch.where(mask, token_losses, torch.zeros_like(token_losses))
-    tokens = mask.sum(dim=-1).clamp(min=1).to(token_losses.dtype)
+    token_losses = upstream_ppo_token_losses(log_prob, old_log_prob, advantages, mask, clip)
+    tokens = mask.bool().sum(dim=-1).clamp(min=1).to(token_losses.dtype)
     return token_losses.sum(dim=-1) / tokens
 
 
@@ -90,82 +111,127 @@ def skpo_loss(
     mask: torch.Tensor,
     is_upstream: torch.Tensor,
     *,
-    upstream_rows: int,
-    downstream_tokens: int,
+    upstream_rows: float,
+    upstream_tokens: float,
+    downstream_tokens: float,
     upstream_weight: float,
     downstream_weight: float,
     upstream_clip: float,
     downstream_clip_low: float,
     downstream_clip_high: float,
+    aggregation: str = "per_role",
     scale: float = 1.0,
 ) -> torch.Tensor:
     """This micro-batch's share of SKPO's mini-batch loss.
 
+    aggregation="per_role" (Eq. 6, the paper):
+
         loss = scale * ( w_up   * sum_{upstream rows b}       L_up_b     / upstream_rows
                        + w_down * sum_{downstream tokens b,t} L_down_b,t / downstream_tokens )
 
-    `upstream_rows` (upstream rows with at least one response token) and
-    `downstream_tokens` are counts over the whole mini-batch, all micro-batches and
-    data-parallel ranks, so the micro-batch losses add up to the mini-batch means. A count
-    of 0 makes that term 0. `skpo_loss_diagnostics` reports on the same inputs.
+    with L_up_b the row's per-sequence mean (`upstream_ppo_loss`). aggregation="token_mean" (ours,
+    Appendix C read literally):
+
+        loss = scale * ( w_up   * sum_{upstream tokens b,t}   L_up_b,t
+                       + w_down * sum_{downstream tokens b,t} L_down_b,t ) / (upstream_tokens + downstream_tokens)
+
+    The normalisers are the mini-batch's: the caller passes the same numbers to every micro-batch
+    (all micro-batches and data-parallel ranks) so that the micro-batch losses add up to the
+    mini-batch loss. Upstream rows count only with at least one response token. A normaliser of 0
+    is allowed only where this micro-batch has nothing of that kind. `skpo_loss_diagnostics`
+    reports on the same inputs.
 
     Args:
         log_prob, old_log_prob, advantages, mask: [B, T].
         is_upstream: bool [B], the row's role.
-        upstream_rows, downstream_tokens: global normalisers, >= 0.
+        upstream_rows, upstream_tokens, downstream_tokens: the normalisers, >= 0.
         upstream_weight, downstream_weight: w_up, w_down (paper: 0.5, 0.5).
         upstream_clip: PPO eps of the upstream term (paper: 0.2).
         downstream_clip_low, downstream_clip_high: CISPO weight bounds (paper: 0.2, 0.28).
+        aggregation: "per_role" or "token_mean".
         scale: multiplies the loss, e.g. the data-parallel size when gradients are averaged
             over ranks.
     Returns:
         loss, scalar, differentiable.
     """
-    _check_roles(log_prob, mask, is_upstream, upstream_rows, downstream_tokens)
-    upstream, downstream = _role_terms(
+    terms = _role_terms(
         log_prob,
         old_log_prob,
         advantages,
-        mask.bool(),
-        is_upstream.bool(),
-        upstream_rows,
-        downstream_tokens,
-        upstream_clip,
-        downstream_clip_low,
-        downstream_clip_high,
+        mask,
+        is_upstream,
+        (upstream_rows, upstream_tokens, downstream_tokens),
+        aggregation,
+        (upstream_clip, downstream_clip_low, downstream_clip_high),
     )
-    return scale * (upstream_weight * upstream + downstream_weight * downstream)
+    return scale * (upstream_weight * terms.upstream + downstream_weight * terms.downstream)
 
 
-def _check_roles(log_prob, mask, is_upstream, upstream_rows: int, downstream_tokens: int) -> None:
+class _RoleTerms(NamedTuple):
+    upstream: torch.Tensor  # the upstream term before its weight
+    downstream: torch.Tensor  # the downstream term before its weight
+    up_token_share: torch.Tensor  # [U_local, 1]: the share of the upstream term one token of each row carries
+    down_token_share: float  # the share of the downstream term one downstream token carries
+    up_ratio: torch.Tensor
+    down_ratio: torch.Tensor
+    up_mask: torch.Tensor
+    down_mask: torch.Tensor
+
+
+def _role_terms(log_prob, old_log_prob, advantages, mask, is_upstream, normalisers, aggregation, clips) -> _RoleTerms:
+    """Both terms, each evaluated on its own rows only, normalised as `aggregation` says.
+
+    A normaliser of 0 implies no local rows of that role (checked), so a sum over none is an exact
+    0 that stays attached to the graph (backward works even on a micro-batch of padding).
+    """
     if is_upstream.shape != log_prob.shape[:1]:
         raise ValueError(f"is_upstream has shape {tuple(is_upstream.shape)}, expected ({log_prob.shape[0]},).")
-    mask, is_upstream = mask.bool(), is_upstream.bool()
-    local_up_rows = int(mask[is_upstream].any(dim=-1).sum())
-    local_down_tokens = int(mask[~is_upstream].sum())
-    # The global counts include this micro-batch, so a smaller one is a caller bug that
-    # would silently inflate the loss (or divide by zero).
-    if local_up_rows > upstream_rows or local_down_tokens > downstream_tokens:
-        raise ValueError(
-            f"Global counts upstream_rows={upstream_rows}, downstream_tokens={downstream_tokens} are smaller than "
-            f"this micro-batch's own ({local_up_rows} upstream rows, {local_down_tokens} downstream tokens)."
-        )
-
-
-def _role_terms(
-    log_prob, old_log_prob, advantages, mask, up, upstream_rows, downstream_tokens, clip, clip_low, clip_high
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum L_up / upstream_rows, sum L_down / downstream_tokens), each evaluated on its own rows only.
-
-    A global count of 0 implies no local rows of that role, so the sum is an exact 0 that
-    stays attached to the graph (backward works even on a micro-batch of padding).
-    """
+    if aggregation not in ("per_role", "token_mean"):
+        raise ValueError(f"Unknown SKPO loss aggregation {aggregation!r}; expected per_role or token_mean.")
+    mask, up = mask.bool(), is_upstream.bool()
     down = ~up
-    per_row = upstream_ppo_loss(log_prob[up], old_log_prob[up], advantages[up], mask[up], clip)
-    per_token = downstream_cispo_loss(
+    upstream_rows, upstream_tokens, downstream_tokens = normalisers
+    clip, clip_low, clip_high = clips
+    _check_normalisers(mask[up], mask[down], upstream_rows, upstream_tokens, downstream_tokens, aggregation)
+    up_losses = upstream_ppo_token_losses(log_prob[up], old_log_prob[up], advantages[up], mask[up], clip)
+    down_losses = downstream_cispo_loss(
         log_prob[down], old_log_prob[down], advantages[down], mask[down], clip_low, clip_high
     )
-    return per_row.sum() / max(upstream_rows, 1), per_token.sum() / max(downstream_tokens, 1)
+    lengths = mask[up].sum(dim=-1, keepdim=True).clamp(min=1).to(log_prob.dtype)
+    if aggregation == "per_role":
+        up_token_share = 1.0 / (lengths * max(upstream_rows, 1e-12))
+        down_token_share = 1.0 / max(downstream_tokens, 1e-12)
+    else:
+        all_tokens = max(upstream_tokens + downstream_tokens, 1e-12)
+        up_token_share = torch.full_like(lengths, 1.0 / all_tokens)
+        down_token_share = 1.0 / all_tokens
+    return _RoleTerms(
+        upstream=(up_losses * up_token_share).sum(),
+        downstream=down_losses.sum() * down_token_share,
+        up_token_share=up_token_share,
+        down_token_share=down_token_share,
+        up_ratio=_ratio(log_prob[up], old_log_prob[up], mask[up]),
+        down_ratio=_ratio(log_prob[down], old_log_prob[down], mask[down]),
+        up_mask=mask[up],
+        down_mask=mask[down],
+    )
+
+
+def _check_normalisers(up_mask, down_mask, upstream_rows, upstream_tokens, downstream_tokens, aggregation) -> None:
+    """A normaliser of 0 with local rows of its kind would silently zero (or blow up) a term: a caller bug."""
+    local = {
+        "upstream_rows": (int(up_mask.any(dim=-1).sum()), upstream_rows),
+        "upstream_tokens": (int(up_mask.sum()), upstream_tokens),
+        "downstream_tokens": (int(down_mask.sum()), downstream_tokens),
+    }
+    if aggregation == "per_role":
+        del local["upstream_tokens"]
+    for name, (count, normaliser) in local.items():
+        if normaliser < 0 or (count > 0 and normaliser <= 0):
+            raise ValueError(
+                f"SKPO loss normaliser {name}={normaliser} with {count} {name.replace('_', ' ')} in this micro-batch: "
+                "the driver's per-step counts did not arrive (skpo_verl.patches.trainer_v1._update_actor sends them)."
+            )
 
 
 @torch.no_grad()
@@ -176,63 +242,65 @@ def skpo_loss_diagnostics(
     mask: torch.Tensor,
     is_upstream: torch.Tensor,
     *,
-    upstream_rows: int,
-    downstream_tokens: int,
+    upstream_rows: float,
+    upstream_tokens: float,
+    downstream_tokens: float,
     upstream_weight: float,
     downstream_weight: float,
     upstream_clip: float,
     downstream_clip_low: float,
     downstream_clip_high: float,
+    aggregation: str = "per_role",
 ) -> dict[str, float]:
     """What `skpo_loss` did on this micro-batch (same arguments, without `scale`), as python floats.
 
-    upstream / downstream: the two terms' shares before weights and scale;
+    upstream / downstream: the two terms before weights and scale;
     upstream_clipfrac: fraction of upstream tokens whose PPO clip is active;
     downstream_clipfrac: fraction of downstream tokens whose weight was clipped;
     ratio_mean: mean r_t over all response tokens (0 when there are none);
-    upstream_token_weight / downstream_token_weight: the mean weight one token of each term
-        carries in the loss, w_up / (|s_b| upstream_rows) and w_down / downstream_tokens
-        (before `scale`);
+    upstream_token_weight / downstream_token_weight: the mean weight one token of each role
+        carries in the loss (before `scale`): per_role w_up / (|s_b| upstream_rows) and
+        w_down / downstream_tokens; token_mean w_up / N and w_down / N, N all tokens;
+    upstream_weight_share: the upstream tokens' part of this micro-batch's summed token weights
+        (0.5 per_role with equal weights and a whole mini-batch; tokens' share with token_mean);
     upstream_grad_norm / downstream_grad_norm: each term's share of the update, as the L2
         norm of its gradient with respect to this micro-batch's token log-probs (closed form,
         no extra backward pass; a proxy for the parameter-gradient norms, which would need
         one backward pass per term).
     """
-    mask, up = mask.bool(), is_upstream.bool()
-    down = ~up
-    upstream, downstream = _role_terms(
+    terms = _role_terms(
         log_prob,
         old_log_prob,
         advantages,
         mask,
-        up,
-        upstream_rows,
-        downstream_tokens,
-        upstream_clip,
-        downstream_clip_low,
-        downstream_clip_high,
+        is_upstream,
+        (upstream_rows, upstream_tokens, downstream_tokens),
+        aggregation,
+        (upstream_clip, downstream_clip_low, downstream_clip_high),
     )
-    up_ratio = _ratio(log_prob[up], old_log_prob[up], mask[up])
-    down_ratio = _ratio(log_prob[down], old_log_prob[down], mask[down])
-    _, ppo_clipped = _ppo_token_losses(up_ratio, advantages[up], upstream_clip)
-    down_weight = torch.clamp(down_ratio, 1.0 - downstream_clip_low, 1.0 + downstream_clip_high)
-    weight_clipped = (down_ratio < 1.0 - downstream_clip_low) | (down_ratio > 1.0 + downstream_clip_high)
-    tokens = int(mask.sum())
-    ratio_sum = float((up_ratio * mask[up]).sum() + (down_ratio * mask[down]).sum())
-    up_lengths = mask[up].sum(dim=-1, keepdim=True).clamp(min=1).to(log_prob.dtype)
-    up_token_weight = upstream_weight / (up_lengths * max(upstream_rows, 1))
-    down_token_weight = downstream_weight / max(downstream_tokens, 1)
+    up_mask, down_mask = terms.up_mask, terms.down_mask
+    up, down = is_upstream.bool(), ~is_upstream.bool()
+    _, ppo_clipped = _ppo_token_losses(terms.up_ratio, advantages[up], upstream_clip)
+    down_weight = torch.clamp(terms.down_ratio, 1.0 - downstream_clip_low, 1.0 + downstream_clip_high)
+    weight_clipped = (terms.down_ratio < 1.0 - downstream_clip_low) | (terms.down_ratio > 1.0 + downstream_clip_high)
+    tokens = int(up_mask.sum() + down_mask.sum())
+    ratio_sum = float((terms.up_ratio * up_mask).sum() + (terms.down_ratio * down_mask).sum())
+    up_token_weight = upstream_weight * terms.up_token_share
+    down_token_weight = downstream_weight * terms.down_token_share
+    up_weight_sum = float((up_token_weight * up_mask).sum())
+    down_weight_sum = down_token_weight * int(down_mask.sum())
     # d(term)/d(log pi_t): PPO's unclipped branch -r A (0 where the clip is active); CISPO's -clip(r) A.
-    up_grad = torch.where(ppo_clipped | ~mask[up], 0.0, -up_ratio * advantages[up]) * up_token_weight
-    down_grad = torch.where(mask[down], -down_weight * advantages[down], 0.0) * down_token_weight
+    up_grad = torch.where(ppo_clipped | ~up_mask, 0.0, -terms.up_ratio * advantages[up]) * up_token_weight
+    down_grad = torch.where(down_mask, -down_weight * advantages[down], 0.0) * down_token_weight
     return {
-        "upstream": float(upstream),
-        "downstream": float(downstream),
-        "upstream_clipfrac": _masked_mean(ppo_clipped, mask[up]),
-        "downstream_clipfrac": _masked_mean(weight_clipped, mask[down]),
+        "upstream": float(terms.upstream),
+        "downstream": float(terms.downstream),
+        "upstream_clipfrac": _masked_mean(ppo_clipped, up_mask),
+        "downstream_clipfrac": _masked_mean(weight_clipped, down_mask),
         "ratio_mean": ratio_sum / tokens if tokens else 0.0,
-        "upstream_token_weight": _masked_mean(up_token_weight.expand_as(mask[up]), mask[up]),
-        "downstream_token_weight": down_token_weight if mask[down].any() else 0.0,
+        "upstream_token_weight": _masked_mean(up_token_weight.expand_as(up_mask), up_mask),
+        "downstream_token_weight": down_token_weight if down_mask.any() else 0.0,
+        "upstream_weight_share": up_weight_sum / (up_weight_sum + down_weight_sum) if tokens else 0.0,
         "upstream_grad_norm": float(up_grad.double().norm()),
         "downstream_grad_norm": float(down_grad.double().norm()),
     }

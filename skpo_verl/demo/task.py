@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import re
 from dataclasses import dataclass
 
 DATA_SOURCE = "skpo_tiny/chain_sum"
@@ -85,6 +86,42 @@ def carries(operands: tuple[int, ...]) -> list[bool]:
         out.append((total % 10) + operand >= 10)
         total += operand
     return out
+
+
+_PROBLEM = re.compile(r"Add (\d+(?:, \d+)+)\.")
+_STEP = re.compile(r"\s*(\d+)\+(\d+)=(\d+)\.")
+
+
+def segment_is_clean(prompt: str, segment: str) -> bool:
+    """Whether every completed step of a kept segment is right: the chain-sum tasks' segment judge
+    (`algorithm.skpo.segment_judge=skpo_verl.demo.task:segment_is_clean`).
+
+    A step is completed once its period is written (`13+9=22.`); step k is right when it reads
+    `P_k+x_{k+1}=P_{k+1}.` with the true partial sums P of the problem in `prompt` (`Add 8, 5, 9.`,
+    found anywhere in the text, so a chat template around it does not matter). Text after the last
+    completed step is not judged: `13+9=2` may still become 22. A segment with no completed step is
+    clean (nothing in it is wrong yet); one whose text is not a sequence of steps is not.
+
+    Raises:
+        ValueError: `prompt` holds no chain-sum problem (the judge is for these tasks only).
+    """
+    found = _PROBLEM.search(prompt)
+    if found is None:
+        raise ValueError(
+            f"segment_is_clean judges chain-sum problems ('Add 3, 5, 4.'); the prompt {prompt[:80]!r} holds none. "
+            "Unset algorithm.skpo.segment_judge for other tasks."
+        )
+    operands = [int(x) for x in found.group(1).split(", ")]
+    completed = segment[: segment.rfind(".") + 1]
+    total, position = operands[0], 0
+    for operand in operands[1:]:
+        step = _STEP.match(completed, position)
+        if step is None:
+            break
+        if tuple(int(x) for x in step.groups()) != (total, operand, total + operand):
+            return False
+        total, position = total + operand, step.end()
+    return completed[position:].strip() == ""
 
 
 def answer(operands: tuple[int, ...]) -> int:

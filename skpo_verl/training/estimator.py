@@ -30,6 +30,7 @@ from skpo_verl.core.advantages import (
 )
 from skpo_verl.core.tracker import reward_to_tracker, tracker_to_reward
 from skpo_verl.rows import SKPORows
+from skpo_verl.training.segment_judge import diagnostic_signal
 from skpo_verl.training.state import SKPOState
 
 
@@ -43,6 +44,7 @@ def compute_skpo_advantage(
     global_step: int = 0,
     metrics: dict | None = None,
     logprob_divergences: dict | None = None,
+    judged_clean: np.ndarray | None = None,
     **unused: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Advantages for upstream and downstream rows; updates the trackers with this step.
@@ -58,6 +60,8 @@ def compute_skpo_advantage(
         global_step: the trainer's step (the trackers' clock).
         metrics: updated in place with `skpo/*` metrics when given.
         logprob_divergences: prompt key -> D, for `tracker.divergence=logprob` (measured by the shim).
+        judged_clean: bool per real upstream row in batch order, the task's segment judge's verdict
+            (`algorithm.skpo.segment_judge`, decoded and judged by the shim), or None.
     Returns:
         (advantages, returns), both [B, T], the row's scalar advantage on its response tokens.
     """
@@ -67,7 +71,9 @@ def compute_skpo_advantage(
             "shim passes. It was called without them: run verl 0.9.1's V1 trainer (trainer.use_v1=true) with "
             "skpo-verl installed, and check the start-up log for '[skpo_verl] ERROR' lines."
         )
-    step = skpo_advantages(token_level_rewards, response_mask, skpo_rows, skpo_state)
+    cfg = skpo_state.config
+    signal = diagnostic_signal(cfg.upstream_advantage, judged_clean, cfg.seed, global_step)
+    step = skpo_advantages(token_level_rewards, response_mask, skpo_rows, skpo_state, signal, judged_clean)
     rhos = update_trackers(skpo_state, step, global_step, logprob_divergences)
     if metrics is not None:
         metrics.update(step_metrics(skpo_rows, step, rhos, skpo_state))
@@ -92,15 +98,25 @@ class AdvantageStep:
     first_visit: np.ndarray  # bool: the prompt's value tracker had no observation before this step
     observed_lengths: np.ndarray  # this step's L_q observation (read for stage-1 rows only)
     upstream_stages: np.ndarray | None = None  # multi-split stage k of each upstream row (None: all 1)
+    # The paper's normalised R_I - V_prev, also when a diagnostic signal replaced it in `advantages`.
+    paper_upstream_advantages: np.ndarray | None = None
+    judged_clean: np.ndarray | None = None  # bool: the segment judge's verdict (None without a judge)
 
 
 def skpo_advantages(
-    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, rows: SKPORows, state: SKPOState
+    token_level_rewards: torch.Tensor,
+    response_mask: torch.Tensor,
+    rows: SKPORows,
+    state: SKPOState,
+    upstream_signal: np.ndarray | None = None,
+    judged_clean: np.ndarray | None = None,
 ) -> AdvantageStep:
     """Downstream group advantages and upstream advantages against V_prev(q); reads the trackers, changes nothing.
 
     Padding rows (verl's copies of a real row, `rows.is_padding`) get advantage 0 and are no
-    one's group member, upstream reward or observation.
+    one's group member, upstream reward or observation. `upstream_signal` (one value per real
+    upstream row, `algorithm.skpo.upstream_advantage=oracle|random`) replaces a = R_I - V_prev before
+    the same normalisation; `judged_clean` is kept for the metrics.
     """
     cfg = state.config
     mask = response_mask.to(torch.float64)
@@ -125,7 +141,16 @@ def skpo_advantages(
     first_visit = np.array([key not in tracker for tracker, key in trackers], dtype=bool)
     normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
     excluded = first_visit if cfg.first_visit_upstream == "zero" else None
-    advantages[up] = upstream_advantages_by_stage(up_rewards, baselines, up_stages, cfg.adv_eps, normalise, excluded)
+    paper = upstream_advantages_by_stage(up_rewards, baselines, up_stages, cfg.adv_eps, normalise, excluded)
+    if upstream_signal is None:
+        advantages[up] = paper
+    else:
+        if len(upstream_signal) != len(up_rewards):
+            raise ValueError(f"{len(upstream_signal)} diagnostic upstream signals for {len(up_rewards)} upstream rows.")
+        no_baseline = np.zeros(len(up_rewards))
+        advantages[up] = upstream_advantages_by_stage(
+            upstream_signal, no_baseline, up_stages, cfg.adv_eps, normalise, excluded
+        )
     return AdvantageStep(
         advantages=advantages,
         rewards=rewards,
@@ -138,6 +163,8 @@ def skpo_advantages(
         first_visit=first_visit,
         observed_lengths=_observed_lengths(rows, groups, lengths, up, down, cfg.conditioning),
         upstream_stages=up_stages,
+        paper_upstream_advantages=paper,
+        judged_clean=judged_clean,
     )
 
 
@@ -264,6 +291,28 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
         out["skpo/rollout/completion_tokens_mean"] = _mean(rows.completion_tokens[up])
     if state.config.num_splits > 1:
         out.update(_multi_split_metrics(rows, step, state))
+    if step.judged_clean is not None:
+        out.update(oracle_agreement_metrics(step.paper_upstream_advantages, step.judged_clean, step.first_visit))
+    return out
+
+
+def oracle_agreement_metrics(paper: np.ndarray, judged_clean: np.ndarray, first_visit: np.ndarray) -> dict:
+    """How often the paper's upstream advantage has the segment judge's sign, first visits and revisits apart.
+
+        agreement = #{j : A_j > 0 and s_j clean, or A_j < 0 and s_j slipped} / #{j : A_j != 0}
+
+    over the step's upstream rows of each kind (A = 0, e.g. a batch of equal a or an excluded first
+    visit, has no sign and is left out). The counts are logged too, so a run's rate can be pooled over
+    steps; the rate is absent where a kind has no signed row.
+    """
+    out = {"skpo/upstream/oracle_clean_rate": _mean(judged_clean)}
+    for kind, rows in (("first_visit", first_visit), ("revisit", ~first_visit)):
+        signed = rows & (paper != 0)
+        agreeing = signed & ((paper > 0) == judged_clean)
+        out[f"skpo/upstream/oracle_signed_rows_{kind}"] = int(signed.sum())
+        out[f"skpo/upstream/oracle_agreeing_rows_{kind}"] = int(agreeing.sum())
+        if signed.any():
+            out[f"skpo/upstream/oracle_agreement_{kind}"] = float(agreeing.sum() / signed.sum())
     return out
 
 
