@@ -94,9 +94,9 @@ def test_vllm_report_gives_medians_ranges_and_the_target_on_the_median_ratio():
     assert f"{'decoded tokens':40s}{30:>12d}{40:>12d}{40 / 30:>12.3f}" in lines  # the first pair's counts
     assert "counts in the other pairs: differ: decoded tokens SKPO 40-42" in lines
     # Pairs' wall ratios 1.1, 1.2, 1.5: median 1.2, over the 1.15 target.
-    assert f"{'wall time (s)':40s}{'2 (1-4)':>20s}{'2.2 (1.5-4.8)':>20s}{'1.2 (1.1-1.5)':>20s}" in lines
+    assert f"{'wall time (s)':40s}{'2 (1-4)':>24s}{'2.2 (1.5-4.8)':>24s}{'1.2 (1.1-1.5)':>24s}" in lines
     # GRPO has no candidate phase (0 s): no ratio.
-    assert f"{'per prompt: until answers can start (s)':40s}{'0 (0-0)':>20s}{'0.6 (0.5-0.7)':>20s}{'-':>20s}" in lines
+    assert f"{'per prompt: until answers can start (s)':40s}{'0 (0-0)':>24s}{'0.6 (0.5-0.7)':>24s}{'-':>24s}" in lines
     assert lines[-1] == "wall time SKPO/GRPO, median of 3 pairs 1.200 (range 1.100-1.500): target <= 1.15 not met"
 
 

@@ -392,11 +392,11 @@ def report(costs: dict, args) -> str:
             if len(set(values)) > 1:
                 varying.append(f"{label} {method} {min(values):g}-{max(values):g}")
     lines.append(f"counts in the other pairs: {'differ: ' + ', '.join(varying) if varying else 'the same'}")
-    lines.append(f"{f'timed: median (min-max) of {pairs} pairs':40s}{'GRPO':>20s}{'SKPO':>20s}{'SKPO/GRPO':>20s}")
+    lines.append(f"{f'timed: median (min-max) of {pairs} pairs':40s}{'GRPO':>24s}{'SKPO':>24s}{'SKPO/GRPO':>24s}")
     for label, name in timed:
         g, s = ([getattr(cost, name) for cost in passes] for passes in (grpo_passes, skpo_passes))
         ratio = _spread(Spread.of(pair_ratios(g, s))) if all(g) else "-"  # GRPO has no candidate phase
-        lines.append(f"{label:40s}{_spread(Spread.of(g)):>20s}{_spread(Spread.of(s)):>20s}{ratio:>20s}")
+        lines.append(f"{label:40s}{_spread(Spread.of(g)):>24s}{_spread(Spread.of(s)):>24s}{ratio:>24s}")
     for name, cost in (("GRPO", grpo), ("SKPO", skpo)):
         lines.append(
             f"prefix-cache hit rate, {name}: {1 - cost.prefill_with_reuse / cost.prefill:.1%} of prefilled tokens "
