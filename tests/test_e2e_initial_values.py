@@ -1,6 +1,6 @@
 """End to end on CPU: SPO's offline warm start through verl's real trainer.
 
-`python -m skpo_verl.offline_values` answers every training prompt of the demo task n0 = 2 times
+`python -m skpo_verl.training.offline_values` answers every training prompt of the demo task n0 = 2 times
 through verl's validation path (the launcher's own rollout, agent loop and reward loop), then
 an SKPO run loads the file (`+algorithm.skpo.tracker.initial_values`) for 2 steps and
 checkpoints: every prompt is tracked from step 1, no upstream row is a first visit, and the
@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from e2e_cpu_harness import LAUNCHER, end_ray_processes, read_metrics, run_training, short_ray_dir, wait_for_ray_exit
 
-from skpo_verl.offline_values import estimate
 from skpo_verl.training.initial_values import read_initial_values
+from skpo_verl.training.offline_values import estimate
 
 pytestmark = pytest.mark.e2e
 N0 = 2

@@ -1,4 +1,5 @@
-"""`python -m skpo_verl.offline_values`: the run it derives from a launcher, and the dump -> values arithmetic."""
+"""`python -m skpo_verl.training.offline_values`: the run it derives from a launcher, and the dump -> values
+arithmetic."""
 
 import os
 import sys
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from skpo_verl.offline_values import estimation_overrides, run_overrides, success_rates
+from skpo_verl.training.offline_values import estimation_overrides, run_overrides, success_rates
 from skpo_verl.verl_config import compose_ppo_config
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "examples" / "cpu_tiny_skpo.sh"

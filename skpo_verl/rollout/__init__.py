@@ -1,5 +1,6 @@
-"""Rollout: the `skpo_agent` agent loop (candidates, cut, select, answer) and its length
-budgets. A local token server that runs it without a GPU engine is `skpo_verl.cpu.local_server`."""
+"""Rollout: the `skpo_agent` agent loop (candidates, cut, select, answer), its multi-split
+extension (`multi_split`) and its length budgets. A local token server that runs it without a
+GPU engine is `skpo_verl.cpu.local_server`."""
 
 # verl's name for the agent loop (`actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent`) and the
 # class it instantiates; registered by `skpo_verl.patches.agent_loop`. Kept here, free of verl imports,

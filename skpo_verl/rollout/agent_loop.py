@@ -21,14 +21,9 @@ With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the ke
 outcome on the upstream row. Each answer is judged alone, on exactly its own tokens, by verl's
 reward path (the same shim).
 
-Multi-split (`algorithm.skpo.num_splits` = K > 1, ours; docs/algorithm.md, "Multi-split") repeats
-steps 1-5 per stage k = 2..K: session 0 samples candidates continuing [q, s_1..s_{k-1}] for t_k
-tokens (the driver's `skpo_later_split_lengths` column), keeps s_k by the same rule and
-publishes it; every session answers again from [s_1..s_k, q]. A stage runs only while
-`core.split.next_stage_runs` allows it (no EOS in the last kept candidate, the kept prefix
-within response_length); session 0 publishes None for the first stage it skips. Session 0
-returns `[up_1, down_1_0, up_2, down_2_0, ...]`, session i `[down_1_i, down_2_i, ...]`; each row
-carries its stage (`skpo_stage`).
+Multi-split (`algorithm.skpo.num_splits` = K > 1, ours; docs/algorithm.md, "Multi-split") is an
+extension beside this module, `skpo_verl.rollout.multi_split`: `run` hands such a prompt to it,
+and it calls steps 1-5 below once per stage.
 
 Candidates and answers are independent server requests and run concurrently; the only
 wait is inside one prompt. If any request of a prompt fails, every session of that prompt
@@ -44,9 +39,7 @@ validates but does not tell agent loops (`skpo_verl.patches.agent_loop` tells th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import dataclasses
 import logging
 import time
 import zlib
@@ -67,8 +60,8 @@ from verl.workers.rollout.replica import TokenOutput
 from skpo_verl import rows
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
 from skpo_verl.core.selection import mean_nll, select_segment
-from skpo_verl.core.split import cut_early_candidate, next_stage_runs, split_length
-from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME  # noqa: F401 - AGENT_NAME is re-exported
+from skpo_verl.core.split import cut_early_candidate, split_length
+from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME, multi_split  # noqa: F401 - AGENT_NAME is re-exported
 from skpo_verl.rollout.lengths import (
     CHAT_SEPARATOR,
     CLAMP_KEY,
@@ -237,7 +230,7 @@ class SKPOAgentLoop(AgentLoopBase):
         if validating.get():
             return await self._single_turn(request)
         if self.skpo.num_splits > 1:
-            return await self._multi_split(request, self._session_id(kwargs))
+            return await multi_split.roll_out(self, request, self._session_id(kwargs))
         return await self._skip_connected(request, self._session_id(kwargs))
 
     async def _single_turn(self, request: PromptRequest) -> AgentLoopOutput:
@@ -266,11 +259,11 @@ class SKPOAgentLoop(AgentLoopBase):
         completion = None
         with group_session(request.uid, self.setup.group_size, session_id, 2 * self.segment_timeout_s) as group:
             if session_id == 0:
-                segment = await self._segment(request)
+                segment = await self._segment(request, self._split_length(request))
                 group.publish(segment)
             else:
                 segment = await group.kept_segment(self.segment_timeout_s)
-            answering = self._answer(request, segment, session_id)
+            answering = self._answer(request, segment.token_ids, session_id)
             if session_id == 0 and self.skpo.upstream_reward == "own_completion":
                 completing = self._complete_candidate(request, segment)
                 answer_prompt, answer, completion = await group.unless_a_sibling_fails(
@@ -281,139 +274,28 @@ class SKPOAgentLoop(AgentLoopBase):
         downstream = self._output(answer_prompt, answer, segment, is_upstream=False, started=started)
         if session_id != 0:
             return [downstream]
-        return [self._upstream_output(request, segment, completion, started), downstream]
-
-    async def _multi_split(self, request: PromptRequest, session_id: int) -> list[AgentLoopOutput]:
-        """num_splits = K > 1: per stage k session 0 keeps s_k (`_stages`); every session answers from [s_1..s_k, q]."""
-        started = time.perf_counter()
-        outputs: list[AgentLoopOutput] = []
-        stages = self.skpo.num_splits
-        forget_after_s = (stages + 1) * self.segment_timeout_s
-        with group_session(request.uid, self.setup.group_size, session_id, forget_after_s) as group:
-            producing = asyncio.ensure_future(self._stages(request, group)) if session_id == 0 else None
-            try:
-                kept: list[KeptSegment] = []
-                for stage in range(1, stages + 1):
-                    segment = await group.kept_segment(self.segment_timeout_s, stage)
-                    if segment is None:
-                        break
-                    kept.append(segment)
-                    answer_prompt, answer = await group.unless_a_sibling_fails(
-                        session_id, self._answer_stage(request, kept, session_id)
-                    )
-                    if session_id == 0:
-                        outputs.append(self._stage_upstream_output(request, kept, started))
-                    outputs.append(self._output(answer_prompt, answer, segment, is_upstream=False, started=started))
-                if producing is not None:
-                    await producing
-            finally:
-                if producing is not None:  # stopped early (a failure): end it, and collect its error
-                    producing.cancel()
-                    with contextlib.suppress(BaseException):
-                        await producing
-        return outputs
-
-    async def _stages(self, request: PromptRequest, group) -> None:
-        """Session 0: keeps and publishes s_1, s_2, ... while `next_stage_runs` allows; None at the first skip."""
-        try:
-            kept: list[KeptSegment] = []
-            for stage in range(1, self.skpo.num_splits + 1):
-                t_k = self._split_length(request) if stage == 1 else self._later_split_length(request, stage)
-                if kept and not next_stage_runs(
-                    [len(s.token_ids) for s in kept], t_k, self.setup.response_length, kept[-1].candidate_ended
-                ):
-                    group.publish(None, stage)
-                    return
-                context = list(request.prompt_ids) + [t for s in kept for t in s.token_ids]
-                segment = await self._segment_from(request, context, t_k, stage)
-                kept.append(segment)
-                group.publish(segment, stage)
-        except BaseException as error:
-            group.fail(0, error)
-            raise
-
-    def _later_split_length(self, request: PromptRequest, stage: int) -> int:
-        """t_k for stage k >= 2: the driver's `skpo_later_split_lengths` column, else drawn from the initial length."""
-        if request.later_split_lengths is not None:
-            if len(request.later_split_lengths) < stage - 1:
-                raise RuntimeError(
-                    f"prompt uid={request.uid}: the driver sent {len(request.later_split_lengths)} later split "
-                    f"lengths for algorithm.skpo.num_splits={self.skpo.num_splits}."
-                )
-            t_k = request.later_split_lengths[stage - 2]
-        else:
-            cfg = self.skpo
-            _warn_once(
-                f"skpo_agent: prompts carry no '{rows.PROMPT_LATER_SPLIT_LENGTHS}' column (added by skpo_verl's V1 "
-                f"trainer shim); drawing t_k from the initial length L={cfg.tracker.initial_length:g}."
-            )
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(request.uid.encode()), stage])
-            t_k = split_length(
-                cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, request.step, rng
-            )
-        if not 1 <= t_k <= self.setup.response_length:
-            raise SKPOLengthError(
-                f"split length t_{stage}={t_k} is outside [1, actor_rollout_ref.rollout.response_length="
-                f"{self.setup.response_length}]: the kept segment is the upstream row's response."
-            )
-        return t_k
-
-    async def _segment_from(self, request: PromptRequest, context: list[int], t_k: int, stage: int) -> KeptSegment:
-        """Steps 2-4 of stage k: candidates continuing `context` ([q, s_1..s_{k-1}]), the cut, the selection."""
-        candidates = await self._candidates(request, t_k, context, stage)
-        ended = [self._ended(candidate.token_ids, t_k) for candidate in candidates]
-        kept_lengths = [cut_early_candidate(len(c.token_ids), t_k, e) for c, e in zip(candidates, ended)]
-        segment = self._select(candidates, kept_lengths, ended, t_k, request.step)
-        return dataclasses.replace(segment, stage=stage)
-
-    async def _answer_stage(
-        self, request: PromptRequest, kept: list[KeptSegment], session_id: int
-    ) -> tuple[list[int], TokenOutput]:
-        """Stage k's answer from the skip-connected input of every kept segment, [s_1..s_k, q]."""
-        segment_ids = [t for s in kept for t in s.token_ids]
-        answer_prompt = await self._downstream_prompt(request, segment_ids)
-        budget = self._answer_budget(len(answer_prompt), len(segment_ids))
-        answer = await self._generate(request, f"stage{len(kept)}-answer-{session_id}", answer_prompt, budget)
-        return answer_prompt, answer
-
-    def _stage_upstream_output(self, request: PromptRequest, kept: list[KeptSegment], started: float):
-        """Stage k's upstream row: prompt [q, s_1..s_{k-1}], response s_k."""
-        segment = kept[-1]
-        context = list(request.prompt_ids) + [t for s in kept[:-1] for t in s.token_ids]
-        response = TokenOutput(
-            token_ids=segment.token_ids, log_probs=segment.log_probs, extra_fields=segment.extra_fields
-        )
-        return self._output(context, response, segment, is_upstream=True, started=started)
-
-    async def _segment(self, request: PromptRequest) -> KeptSegment:
-        """Steps 1-4: t_q, G candidates stopped at t_q, the early-EOS cut, the selection rule."""
-        t_q = self._split_length(request)
-        candidates = await self._candidates(request, t_q)
-        ended = [self._ended(candidate.token_ids, t_q) for candidate in candidates]
-        kept_lengths = [cut_early_candidate(len(c.token_ids), t_q, e) for c, e in zip(candidates, ended)]
-        return self._select(candidates, kept_lengths, ended, t_q, request.step)
+        return [self._upstream_output(request.prompt_ids, segment, started, completion), downstream]
 
     def _split_length(self, request: PromptRequest) -> int:
         """Step 1: t_q from the driver's `skpo_split_length` column, else drawn from the paper's initial L."""
-        if request.split_length is not None:
-            t_q = request.split_length
-        else:
-            cfg = self.skpo
-            _warn_once(
-                f"skpo_agent: prompts carry no '{rows.PROMPT_SPLIT_LENGTH}' column (added by skpo_verl's V1 trainer "
-                f"shim); drawing t_q from the initial length L={cfg.tracker.initial_length:g}."
-            )
-            rng = np.random.default_rng([cfg.seed, zlib.crc32(request.uid.encode())])
-            t_q = split_length(
-                cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, request.step, rng
-            )
-        if not 1 <= t_q <= self.setup.response_length:
-            raise SKPOLengthError(
-                f"split length t_q={t_q} is outside [1, actor_rollout_ref.rollout.response_length="
-                f"{self.setup.response_length}]: the kept segment is the upstream row's response. "
-                "skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
-            )
-        return t_q
+        t_q = request.split_length
+        if t_q is None:
+            t_q = self._drawn_split_length(request, rows.PROMPT_SPLIT_LENGTH, "t_q")
+        return self._checked_split_length(
+            t_q, "t_q", hint=" skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
+        )
+
+    async def _segment(
+        self, request: PromptRequest, t_q: int, context: list[int] | None = None, stage: int = 1
+    ) -> KeptSegment:
+        """Steps 2-4: candidates stopped after t_q tokens, the early-EOS cut, the selection rule.
+
+        Multi-split's stage k >= 2 continues `context` = [q, s_1..s_{k-1}] instead of q.
+        """
+        candidates = await self._candidates(request, t_q, context, stage)
+        ended = [self._ended(candidate.token_ids, t_q) for candidate in candidates]
+        kept_lengths = [cut_early_candidate(len(c.token_ids), t_q, e) for c, e in zip(candidates, ended)]
+        return self._select(candidates, kept_lengths, ended, t_q, request.step)
 
     async def _candidates(
         self, request: PromptRequest, t_q: int, context: list[int] | None = None, stage: int = 1
@@ -463,12 +345,15 @@ class SKPOAgentLoop(AgentLoopBase):
         )
 
     async def _answer(
-        self, request: PromptRequest, segment: KeptSegment, session_id: int
+        self, request: PromptRequest, segment_ids: list[int], session_id: int, label: str = "answer"
     ) -> tuple[list[int], TokenOutput]:
-        """Step 5: one answer from the downstream input; returns (that input, the answer)."""
-        answer_prompt = await self._downstream_prompt(request, segment.token_ids)
-        budget = self._answer_budget(len(answer_prompt), len(segment.token_ids))
-        answer = await self._generate(request, f"answer-{session_id}", answer_prompt, budget)
+        """Step 5: one answer from the downstream input around s; returns (that input, the answer).
+
+        Multi-split's stage k passes s_1..s_k, one after the other, and its own `label` for the request.
+        """
+        answer_prompt = await self._downstream_prompt(request, segment_ids)
+        budget = self._answer_budget(len(answer_prompt), len(segment_ids))
+        answer = await self._generate(request, f"{label}-{session_id}", answer_prompt, budget)
         return answer_prompt, answer
 
     async def _downstream_prompt(self, request: PromptRequest, segment_ids: list[int]) -> list[int]:
@@ -551,6 +436,30 @@ class SKPOAgentLoop(AgentLoopBase):
             extra_fields=dict(rest.extra_fields),
         )
 
+    def _drawn_split_length(self, request: PromptRequest, column: str, name: str, *stream: int) -> int:
+        """A split length drawn from the initial L where prompts lack the driver's `column` (another driver, a test).
+
+        Seeded by (algorithm.skpo.seed, uid, *stream); warns once per column.
+        """
+        cfg = self.skpo
+        _warn_once(
+            f"skpo_agent: prompts carry no '{column}' column (added by skpo_verl's V1 trainer shim); "
+            f"drawing {name} from the initial length L={cfg.tracker.initial_length:g}."
+        )
+        rng = np.random.default_rng([cfg.seed, zlib.crc32(request.uid.encode()), *stream])
+        return split_length(
+            cfg.split_rule, cfg.tracker.initial_length, cfg.split_low, cfg.split_high, request.step, rng
+        )
+
+    def _checked_split_length(self, t: int, name: str, hint: str = "") -> int:
+        """`t` itself if it lies in [1, response_length]: the kept segment is the upstream row's response."""
+        if not 1 <= t <= self.setup.response_length:
+            raise SKPOLengthError(
+                f"split length {name}={t} is outside [1, actor_rollout_ref.rollout.response_length="
+                f"{self.setup.response_length}]: the kept segment is the upstream row's response.{hint}"
+            )
+        return t
+
     async def _generate(
         self, request: PromptRequest, label: str, prompt_ids: list[int], max_tokens: int
     ) -> TokenOutput:
@@ -584,15 +493,16 @@ class SKPOAgentLoop(AgentLoopBase):
         return request.uid
 
     def _upstream_output(
-        self, request: PromptRequest, segment: KeptSegment, completion: TokenOutput | None, started: float
+        self, prompt_ids: list[int], segment: KeptSegment, started: float, completion: TokenOutput | None = None
     ) -> SKPOAgentLoopOutput:
-        """The upstream row (q -> s); with "w/o MC", also the kept candidate's completion for the reward shim."""
+        """The upstream row (q -> s; multi-split: [q, s_1..s_{k-1}] -> s_k).
+
+        With "w/o MC" it also carries the kept candidate's completion, for the reward shim.
+        """
         kept = TokenOutput(token_ids=segment.token_ids, log_probs=segment.log_probs, extra_fields=segment.extra_fields)
-        upstream = self._output(request.prompt_ids, kept, segment, is_upstream=True, started=started)
+        upstream = self._output(prompt_ids, kept, segment, is_upstream=True, started=started)
         if completion is not None:
-            upstream._own_completion = AgentLoopOutput(
-                **_single_turn_fields(request.prompt_ids, completion, started, {})
-            )
+            upstream._own_completion = AgentLoopOutput(**_single_turn_fields(prompt_ids, completion, started, {}))
             upstream.skpo_completion_tokens = len(completion.token_ids) - len(segment.candidate.token_ids)
         return upstream
 

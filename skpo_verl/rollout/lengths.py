@@ -66,36 +66,57 @@ def max_split_length(skpo: SKPOConfig, response_length: int) -> int:
 def check_lengths(config: Any) -> LengthBudget:
     """Fail at start-up, naming the keys to raise, if SKPO's worst-case lengths do not fit.
 
-    Checks, for the full verl config (a DictConfig as `main_ppo` composes it):
-    1. t_max <= `actor_rollout_ref.rollout.response_length`: the kept segment is the
-       upstream row's response;
-    2. `data.max_prompt_length` + t_max (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`;
-       with K = `algorithm.skpo.num_splits` > 1 segments, min(K x t_max, response_length - 1)
-       instead of t_max (the stage rule keeps the kept segments under response_length): every
-       prompt the agent loop emits must fit verl's prompt budget (verl's own agent loops
-       left-truncate longer prompts; SKPO refuses to);
-    3. worst downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`
-       (or, when that is null, the model's `max_position_embeddings`: `model_length_limit`;
-       skipped when neither is known offline). With `algorithm.skpo.clamp_answers_to_context`
-       the answers may be capped instead, as long as the worst [s, q] leaves room for one
-       token; the smallest answer budget is logged as a warning.
+    For the full verl config (a DictConfig as `main_ppo` composes it): the worst case
+    (`_worst_case`) is checked by each rule of `_RULES`, one bound each, and every rule that fails
+    is reported, in that order, in one `SKPOLengthError`. With
+    `algorithm.skpo.clamp_answers_to_context` the smallest answer budget is logged as a warning.
     """
     skpo = skpo_config_from_algorithm(OmegaConf.select(config, "algorithm"))
+    worst = _worst_case(config, skpo)
+    problems = [problem for rule in _RULES if (problem := rule(skpo, worst)) is not None]
+    max_sequence, min_answer_length = _answer_budget(skpo, worst)
+    if problems:
+        raise SKPOLengthError(
+            "SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems), tuple(problems)
+        )
+    return LengthBudget(
+        max_split_length=worst.split_length,
+        max_downstream_prompt=worst.prompt,
+        max_sequence=max_sequence,
+        min_answer_length=min_answer_length,
+    )
+
+
+@dataclass(frozen=True)
+class _WorstCase:
+    """The config's length budgets and the worst case SKPO's rollout can reach within them."""
+
+    response_length: int  # actor_rollout_ref.rollout.response_length
+    prompt_length: int  # actor_rollout_ref.rollout.prompt_length
+    dataset_prompt_length: int  # data.max_prompt_length
+    split_length: int  # t_max
+    segments: int  # the kept segments of one prompt together: t_max, or K segments with num_splits = K
+    prompt: int  # the longest downstream prompt
+    model_len: int | None  # the server's length limit (None: not known offline)
+    model_len_key: str  # the setting model_len comes from
+
+    @property
+    def sequence(self) -> int:
+        """The longest downstream prompt plus a full answer."""
+        return self.prompt + self.response_length
+
+    @property
+    def overflows_context(self) -> bool:
+        """Whether that sequence exceeds the server's length limit (where it is known)."""
+        return self.model_len is not None and self.sequence > self.model_len
+
+
+def _worst_case(config: Any, skpo: SKPOConfig) -> _WorstCase:
+    """The budgets the config sets (each required) and the longest split length, segments and prompt."""
     response_length = int(_required(config, "actor_rollout_ref.rollout.response_length"))
     prompt_length = int(_required(config, "actor_rollout_ref.rollout.prompt_length"))
     dataset_prompt_length = int(_required(config, "data.max_prompt_length"))
-
     t_max = max_split_length(skpo, response_length)
-    problems = []
-    if t_max > response_length:
-        problems.append(
-            f"split lengths reach {t_max} tokens (algorithm.skpo.split_high={skpo.split_high:g} x "
-            f"algorithm.skpo.tracker.initial_length={skpo.tracker.initial_length:g}), more than "
-            f"actor_rollout_ref.rollout.response_length={response_length} (data.max_response_length): the kept "
-            f"segment is the upstream row's response. Raise data.max_response_length to at least {t_max}, or "
-            f"lower +algorithm.skpo.tracker.initial_length to at most {math.floor(response_length / skpo.split_high)}."
-        )
-
     # num_splits = K: the last stage's answers read all K kept segments, [s_1..s_K, q] (and stage K's
     # upstream row reads q with K - 1 of them), each at most t_max tokens; a stage runs only while the
     # kept segments stay under response_length (core.split.next_stage_runs), so together at most
@@ -107,68 +128,110 @@ def check_lengths(config: Any) -> LengthBudget:
         worst_prompt = dataset_prompt_length + segments
         if skpo.conditioning == "skip" and skpo.skip_format == "chat":
             worst_prompt += CHAT_FORMAT_SLACK_TOKENS
-    if worst_prompt > prompt_length:
-        problems.append(
-            f"downstream prompts [s, q] reach {worst_prompt} tokens (data.max_prompt_length={dataset_prompt_length} "
-            + (
-                f"+ split length up to {t_max}"
-                if skpo.num_splits == 1
-                else f"+ algorithm.skpo.num_splits={skpo.num_splits} segments of up to {t_max} tokens each, "
-                f"together at most response_length - 1 = {response_length - 1}: {segments}"
-            )
-            + (
-                f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack"
-                if worst_prompt - dataset_prompt_length > segments
-                else ""
-            )
-            + f"), more than actor_rollout_ref.rollout.prompt_length={prompt_length} (it defaults to "
-            f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst_prompt} (or more). "
-            "Keep data.max_prompt_length the budget of the problem alone (the dataset filter): raising it to make "
-            "room for the segment raises the worst case with it."
-            + (f" Or lower algorithm.skpo.num_splits={skpo.num_splits}." if skpo.num_splits > 1 else "")
-        )
-
-    max_sequence = worst_prompt + response_length
-    min_answer_length = response_length
     model_len, model_len_key = model_length_limit(config)
-    if model_len is not None and max_sequence > model_len and skpo.clamp_answers_to_context:
-        min_answer_length = model_len - worst_prompt
-        max_sequence = model_len
-        if min_answer_length < 1:
-            problems.append(
-                f"downstream prompts [s, q] reach {worst_prompt} tokens, leaving no room for an answer within "
-                f"{model_len_key}={model_len} even with {CLAMP_KEY}=true. Lower data.max_prompt_length or "
-                "data.max_response_length (the split length follows it), or use a model with a longer context."
-            )
-        else:
-            logger.warning(
-                "%s=true: answers after the longest [s, q] (%d tokens) get %d of response_length %d tokens "
-                "(%s=%d); shorter [s, q] leave more.",
-                CLAMP_KEY,
-                worst_prompt,
-                min_answer_length,
-                response_length,
-                model_len_key,
-                model_len,
-            )
-    elif model_len is not None and max_sequence > model_len:
-        problems.append(
-            f"a downstream prompt plus its answer reaches {max_sequence} tokens ({worst_prompt} + "
-            f"response_length {response_length}), more than {model_len_key}={model_len}; the server would clamp "
-            f"answers silently. Set actor_rollout_ref.rollout.max_model_len to at least {max_sequence}"
-            + (" (the model's max_position_embeddings must allow it)" if model_len_key != MAX_MODEL_LEN_KEY else "")
-            + f", or set +{CLAMP_KEY}=true to cap answers at the context left after their [s, q]."
-        )
-    if problems:
-        raise SKPOLengthError(
-            "SKPO's rollout lengths do not fit the config:\n  - " + "\n  - ".join(problems), tuple(problems)
-        )
-    return LengthBudget(
-        max_split_length=t_max,
-        max_downstream_prompt=worst_prompt,
-        max_sequence=max_sequence,
-        min_answer_length=min_answer_length,
+    return _WorstCase(
+        response_length, prompt_length, dataset_prompt_length, t_max, segments, worst_prompt, model_len, model_len_key
     )
+
+
+def _segment_fits_response(skpo: SKPOConfig, worst: _WorstCase) -> str | None:
+    """Rule 1: t_max <= `actor_rollout_ref.rollout.response_length`: the kept segment is the upstream row's response."""
+    if worst.split_length <= worst.response_length:
+        return None
+    return (
+        f"split lengths reach {worst.split_length} tokens (algorithm.skpo.split_high={skpo.split_high:g} x "
+        f"algorithm.skpo.tracker.initial_length={skpo.tracker.initial_length:g}), more than "
+        f"actor_rollout_ref.rollout.response_length={worst.response_length} (data.max_response_length): the kept "
+        f"segment is the upstream row's response. Raise data.max_response_length to at least {worst.split_length}, "
+        f"or lower +algorithm.skpo.tracker.initial_length to at most "
+        f"{math.floor(worst.response_length / skpo.split_high)}."
+    )
+
+
+def _downstream_prompt_fits(skpo: SKPOConfig, worst: _WorstCase) -> str | None:
+    """Rule 2: `data.max_prompt_length` + the kept segments (+ chat slack) <= `actor_rollout_ref.rollout.prompt_length`.
+
+    Every prompt the agent loop emits must fit verl's prompt budget (verl's own agent loops
+    left-truncate longer prompts; SKPO refuses to).
+    """
+    if worst.prompt <= worst.prompt_length:
+        return None
+    if skpo.num_splits == 1:
+        segments = f"+ split length up to {worst.split_length}"
+    else:
+        segments = (
+            f"+ algorithm.skpo.num_splits={skpo.num_splits} segments of up to {worst.split_length} tokens each, "
+            f"together at most response_length - 1 = {worst.response_length - 1}: {worst.segments}"
+        )
+    slack = worst.prompt - worst.dataset_prompt_length > worst.segments
+    return (
+        f"downstream prompts [s, q] reach {worst.prompt} tokens (data.max_prompt_length={worst.dataset_prompt_length} "
+        + segments
+        + (f" + {CHAT_FORMAT_SLACK_TOKENS} chat-format slack" if slack else "")
+        + f"), more than actor_rollout_ref.rollout.prompt_length={worst.prompt_length} (it defaults to "
+        f"data.max_prompt_length). Set actor_rollout_ref.rollout.prompt_length={worst.prompt} (or more). "
+        "Keep data.max_prompt_length the budget of the problem alone (the dataset filter): raising it to make "
+        "room for the segment raises the worst case with it."
+        + (f" Or lower algorithm.skpo.num_splits={skpo.num_splits}." if skpo.num_splits > 1 else "")
+    )
+
+
+def _answer_fits_context(skpo: SKPOConfig, worst: _WorstCase) -> str | None:
+    """Rule 3: the longest downstream prompt + response_length <= `actor_rollout_ref.rollout.max_model_len`.
+
+    When that is null, the model's `max_position_embeddings` (`model_length_limit`); skipped
+    when neither is known offline.
+    """
+    if skpo.clamp_answers_to_context or not worst.overflows_context:
+        return None
+    return (
+        f"a downstream prompt plus its answer reaches {worst.sequence} tokens ({worst.prompt} + "
+        f"response_length {worst.response_length}), more than {worst.model_len_key}={worst.model_len}; the server "
+        f"would clamp answers silently. Set actor_rollout_ref.rollout.max_model_len to at least {worst.sequence}"
+        + (" (the model's max_position_embeddings must allow it)" if worst.model_len_key != MAX_MODEL_LEN_KEY else "")
+        + f", or set +{CLAMP_KEY}=true to cap answers at the context left after their [s, q]."
+    )
+
+
+def _clamped_answer_fits_context(skpo: SKPOConfig, worst: _WorstCase) -> str | None:
+    """Rule 3 with `algorithm.skpo.clamp_answers_to_context`: the longest downstream prompt leaves an answer room.
+
+    Answers may then be capped at the context left after their [s, q], but not at nothing.
+    """
+    if not skpo.clamp_answers_to_context or not worst.overflows_context or worst.prompt < worst.model_len:
+        return None
+    return (
+        f"downstream prompts [s, q] reach {worst.prompt} tokens, leaving no room for an answer within "
+        f"{worst.model_len_key}={worst.model_len} even with {CLAMP_KEY}=true. Lower data.max_prompt_length or "
+        "data.max_response_length (the split length follows it), or use a model with a longer context."
+    )
+
+
+# Rule 3 is one of the last two, by clamp_answers_to_context.
+_RULES = (_segment_fits_response, _downstream_prompt_fits, _answer_fits_context, _clamped_answer_fits_context)
+
+
+def _answer_budget(skpo: SKPOConfig, worst: _WorstCase) -> tuple[int, int]:
+    """(the longest downstream prompt plus its answer, the smallest answer budget).
+
+    response_length, unless clamp_answers_to_context caps answers at the context the longest
+    [s, q] leaves; then that smallest budget is logged.
+    """
+    if not skpo.clamp_answers_to_context or not worst.overflows_context:
+        return worst.sequence, worst.response_length
+    min_answer_length = worst.model_len - worst.prompt
+    if min_answer_length >= 1:
+        logger.warning(
+            "%s=true: answers after the longest [s, q] (%d tokens) get %d of response_length %d tokens "
+            "(%s=%d); shorter [s, q] leave more.",
+            CLAMP_KEY,
+            worst.prompt,
+            min_answer_length,
+            worst.response_length,
+            worst.model_len_key,
+            worst.model_len,
+        )
+    return worst.model_len, min_answer_length
 
 
 def _required(config: Any, key: str) -> Any:

@@ -1,7 +1,7 @@
 """The values file of SPO's offline warm start: each training prompt's estimated success rate.
 
-`python -m skpo_verl.offline_values` writes it (n0 answers per training prompt from the initial
-policy, through verl's own validation rollout); `+algorithm.skpo.tracker.initial_values=PATH`
+`python -m skpo_verl.training.offline_values` writes it (n0 answers per training prompt from the
+initial policy, through verl's own validation rollout); `+algorithm.skpo.tracker.initial_values=PATH`
 loads it: `SKPOState` seeds each prompt's value tracker with its value as
 N0 = 1 / (1 - rho_min) observations (`core.tracker.prior_count`), and the V1 trainer shim
 checks, when verl hands it the training dataset, that every training prompt has a value.
@@ -34,7 +34,7 @@ KEY = "algorithm.skpo.tracker.initial_values"
 FORMAT = "skpo-initial-values"
 VERSION = 1
 SPACE = "success_rate"
-_HOW = "write one with `python -m skpo_verl.offline_values --out PATH -- <your launcher>` (docs/config.md)"
+_HOW = "write one with `python -m skpo_verl.training.offline_values --out PATH -- <your launcher>` (docs/config.md)"
 
 
 class InitialValuesError(ValueError):

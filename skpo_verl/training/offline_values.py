@@ -1,7 +1,7 @@
 """SPO's offline warm start: estimate each training prompt's value from n0 answers of the initial policy.
 
-    python -m skpo_verl.offline_values --out values.json [--n0 8] -- LAUNCHER [OVERRIDES ...]
-    python -m skpo_verl.offline_values --out values.json -- python -m verl.trainer.main_ppo OVERRIDES ...
+    python -m skpo_verl.training.offline_values --out values.json [--n0 8] -- LAUNCHER [OVERRIDES ...]
+    python -m skpo_verl.training.offline_values --out values.json -- python -m verl.trainer.main_ppo OVERRIDES ...
 
 then train with `+algorithm.skpo.tracker.initial_values=values.json` (docs/config.md).
 
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--n0 must be >= 1")
     summary = estimate(command, args.out, args.n0, args.dump_dir)
     print(
-        f"[skpo_verl.offline_values] {summary['prompts']} prompts x n0={args.n0}: mean success rate "
+        f"[skpo_verl.training.offline_values] {summary['prompts']} prompts x n0={args.n0}: mean success rate "
         f"{summary['mean_success_rate']:.3f}, {summary['decoded_tokens']} decoded tokens; wrote {summary['out']}",
         file=sys.stderr,
     )
