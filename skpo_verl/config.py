@@ -48,7 +48,7 @@ class TrackerConfig:
     initial_value: float = 0.0
     initial_length: float = 1024.0
     # SPO's offline warm start (ours to offer; not the SKPO paper's): a values file written by
-    # `python -m skpo_verl.offline_values` with each training prompt's estimated success rate in
+    # `python -m skpo_verl.training.offline_values` with each training prompt's estimated success rate in
     # [0, 1]. Each prompt's value tracker starts there with N0 = 1 / (1 - rho_min) observations.
     # None (the paper): every prompt starts at initial_value with zero counts. docs/config.md.
     initial_values: str | None = None
@@ -183,7 +183,7 @@ class SKPOConfig:
             if not isinstance(self.tracker.initial_values, str) or not self.tracker.initial_values:
                 raise ValueError(
                     f"algorithm.skpo.tracker.initial_values={self.tracker.initial_values!r} must be the path of a "
-                    "values file (python -m skpo_verl.offline_values), or null."
+                    "values file (python -m skpo_verl.training.offline_values), or null."
                 )
             if self.tracker.rho_min >= 1.0:
                 raise ValueError(

@@ -77,7 +77,7 @@ def _launcher_variables(settings: Settings, algo: str, workdir: str) -> dict[str
 
 
 def offline_values(seed: int, settings: Settings, workdir: str, out_dir: Path, n0: int) -> dict:
-    """SPO's offline estimate for one seed (`skpo_verl.offline_values` through the launcher, its rollout seeded
+    """SPO's offline estimate for one seed (`skpo_verl.training.offline_values` through the launcher, its rollout seeded
     by `seed`); returns {"path", "answers", "tokens"}. Reuses a finished estimate with the same settings."""
     from skpo_verl.training.initial_values import read_initial_values
     from skpo_verl.training.offline_values import estimate
