@@ -179,6 +179,8 @@ def assert_skpo_rows(run: Run, steps: list[int]) -> None:
 
 
 def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
+    """In the paper's regime as far as a CPU goes: two FSDP2 ranks and 4 mini-batches of 2 prompts per step,
+    so verl deals each prompt's rows over ranks and mini-batches (docs/algorithm.md, "Mini-batches and ranks")."""
     checkpoints = tmp_path / "checkpoints"
     # verl's sequential sampler, so that "step 3 draws the prompts of the epoch not yet seen" is a
     # hand-checkable fact; the prioritized sampler's exact resume is tested in test_prioritized_sampling.py.
@@ -186,19 +188,37 @@ def test_skpo_trains_and_resumes_after_a_kill(workdir, tmp_path):
         f"trainer.default_local_dir={checkpoints}",
         "trainer.save_freq=2",
         "+algorithm.skpo.prioritized_sampling=false",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=2",
     )
     first = train(
-        workdir, tmp_path / "first", "skpo", 4, *common, kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2)
+        workdir,
+        tmp_path / "first",
+        "skpo",
+        4,
+        *common,
+        ranks=2,
+        kill_when=after_checkpoint(tmp_path / "first", checkpoints, 2),
     )
     assert_killed_after_checkpoint(first, checkpoints, 2)
     assert_skpo_rows(first, [1, 2])
+    assert_four_mini_batches(first, [1, 2])
     saved = skpo_state(checkpoints, 2)
 
-    resumed = train(workdir, tmp_path / "resumed", "skpo", 3, *common, "trainer.resume_mode=auto")
+    resumed = train(workdir, tmp_path / "resumed", "skpo", 3, *common, "trainer.resume_mode=auto", ranks=2)
     assert_trained(resumed, [3])
     assert_skpo_rows(resumed, [3])
+    assert_four_mini_batches(resumed, [3])
     assert checkpoint_step(checkpoints) == 3
     assert_tracker_continues(saved, skpo_state(checkpoints, 3))
+
+
+def assert_four_mini_batches(run: Run, steps: list[int]) -> None:
+    """8 prompts x (G + 1) rows in mini-batches of 2 prompts: M = 4 updates, each dividing by a quarter of the
+    step's counts; the upstream tokens hold a share of the loss weight strictly between 0 and 1."""
+    for step in steps:
+        metrics = run.metrics[step]
+        assert metrics["skpo/loss/mini_batches"] == 4, step
+        assert 0.0 < metrics["actor/skpo/loss/upstream_weight_share"] < 1.0, step
 
 
 def tracker_entries(state: dict, tracker: str) -> dict:
