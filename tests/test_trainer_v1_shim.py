@@ -123,7 +123,6 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     assert metrics["skpo/rollout/candidate_tokens_mean"] == 15.0
     assert metrics["skpo/rollout/segment_nll_mean"] == 1.5
     assert metrics["skpo/upstream/segment_length_mean"] == 2.5 and metrics["skpo/downstream/answer_length_mean"] == 4.5
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(transfer_queue):
@@ -164,7 +163,6 @@ def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(tra
     # rows, 27 downstream tokens (padding rows have none).
     mask = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["response_mask"])["response_mask"]
     assert role_counts(out["skpo_upstream_mask"], mask).tolist() == [2, 27]
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_the_early_eos_share_is_over_the_candidates_when_fewer_than_g(transfer_queue):
@@ -173,7 +171,6 @@ def test_the_early_eos_share_is_over_the_candidates_when_fewer_than_g(transfer_q
     metrics = {}
     _trainer(["+algorithm.skpo.num_candidates=2"])._compute_advantage(batch, metrics)
     assert metrics["skpo/rollout/early_eos_share"] == pytest.approx(1 / 2)
-    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(transfer_queue):
@@ -191,7 +188,6 @@ def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(
     assert metrics["skpo/upstream/advantage_mean"] == pytest.approx(0.0, abs=1e-12)
     # Beta update with rho: alpha = .875*alpha + r, beta = .875*beta + (1-r); same r → V unchanged.
     assert trainer.skpo_state.values.value(10) == pytest.approx(2 / 3)
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_rows_without_the_skpo_fields_are_refused_with_the_agent_loop_fix(transfer_queue):
@@ -205,7 +201,6 @@ def test_rows_without_the_skpo_fields_are_refused_with_the_agent_loop_fix(transf
     batch = tq.KVBatchMeta(partition_id="train", keys=["uC_0_0"], tags=[{}])
     with pytest.raises(Exception, match="default_agent_loop=skpo_agent"):
         _trainer()._compute_advantage(batch, {})
-    tq.kv_clear(keys=["uC_0_0"], partition_id="train")
 
 
 def test_mini_batches_count_n_plus_one_rows_per_prompt():
