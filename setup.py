@@ -135,7 +135,7 @@ setup(
         "accelerate",
     ],
     extras_require={
-        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "ruff==0.17.6"],
+        "test": ["pytest", "pytest-asyncio", "pytest-timeout", "pytest-randomly==5.1.0", "ruff==0.17.6"],
         # The GPU launchers' actor also needs flash-attn (verl's default attention): a second step in the
         # README's GPU install, because its build imports torch and so fails in pip's isolated build.
         "gpu": [f"verl[vllm]=={SUPPORTED_VERL}"],

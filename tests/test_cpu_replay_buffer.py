@@ -34,11 +34,10 @@ def build_buffer(*overrides: str):
 
 def sample_while_a_rollout_finishes(tq, buffer, monkeypatch, uid: str) -> tuple[list[float], list[str]]:
     """One prompt group is running; it finishes during the buffer's second wait. Returns the
-    waits the buffer asked for and the keys it sampled. The group lives in a partition of its
-    own, so rows other tests left in the suite's TransferQueue are not sampled."""
+    waits the buffer asked for and the keys it sampled."""
     from verl.trainer.ppo.v1 import replay_buffer
 
-    partition = f"poll-{uid}"
+    partition = "train"
     tq.kv_put(key=uid, partition_id=partition, tag={"is_prompt": True, "status": "running", "global_steps": 1})
     tq.kv_put(key=f"{uid}_0_0", partition_id=partition, fields={"x": torch.tensor([1])}, tag={"status": "done"})
     waits: list[float] = []
@@ -50,7 +49,6 @@ def sample_while_a_rollout_finishes(tq, buffer, monkeypatch, uid: str) -> tuple[
 
     monkeypatch.setattr(replay_buffer.time, "sleep", sleep)
     batch, _ = buffer.sample(global_steps=1, partition_id=partition, batch_size=1)
-    tq.kv_clear(keys=batch.keys, partition_id=partition)
     return waits, list(batch.keys)
 
 

@@ -78,19 +78,11 @@ def rolled_out(tmp_path, transfer_queue, monkeypatch):
     server = LocalTokenServer(
         AutoModelForCausalLM.from_pretrained(model_dir).eval(), [tokenizer.eos_token_id], default_max_tokens=8
     )
-    _clear(transfer_queue, "train")  # this test samples the whole partition
     rollout = V1Rollout(config, tokenizer, RefusesOneProblem(server, refused), transfer_queue)
     try:
         yield rollout.generate(rollout.dataset_batch(), "train")
     finally:
         rollout.close()
-        _clear(transfer_queue, "train")
-
-
-def _clear(tq, partition: str) -> None:
-    keys = list((tq.kv_list(partition) or {}).get(partition, {}))
-    if keys:
-        tq.kv_clear(keys=keys, partition_id=partition)
 
 
 def test_a_failed_request_is_recorded_on_its_prompt_before_verl_marks_the_prompt_failed(rolled_out):

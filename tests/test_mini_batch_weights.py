@@ -63,8 +63,7 @@ def update(transfer_queue):
     by_mini_batch = [[] for _ in range(MINI_BATCHES)]
     for _, number, micro_batches in workers.mini_batches:
         by_mini_batch[number].extend(micro_batches)
-    yield by_mini_batch
-    tq.kv_clear(keys=batch.keys, partition_id="mini_batches")
+    return by_mini_batch
 
 
 def _rows(micro_batch):

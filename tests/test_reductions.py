@@ -111,9 +111,7 @@ def reduction_advantages(transfer_queue):
     skpo_batch = _advantage_step(skpo_trainer, tq, skpo_rows_of_step, "skpo", skpo_trainer._compute_advantage)
     grpo_compute = _unshimmed_compute_advantage(grpo_trainer)
     grpo_batch = _advantage_step(grpo_trainer, tq, grpo_rows(REDUCTION_PROMPTS), "grpo", grpo_compute)
-    yield tq, skpo_trainer, skpo_batch, grpo_batch
-    tq.kv_clear(keys=skpo_batch.keys, partition_id="skpo")
-    tq.kv_clear(keys=grpo_batch.keys, partition_id="grpo")
+    return tq, skpo_trainer, skpo_batch, grpo_batch
 
 
 def test_unconditional_skpo_gives_each_answer_verls_grpo_advantage(reduction_advantages):
@@ -377,8 +375,7 @@ def upstream_micro_batches(request, transfer_queue):
     write_old_log_probs(tq, batch, seed=3)
     trainer._compute_advantage(batch, {})
     trainer._update_actor(batch, {})
-    yield workers.micro_batches, actor_config, batch
-    tq.kv_clear(keys=batch.keys, partition_id="upstream")
+    return workers.micro_batches, actor_config, batch
 
 
 def test_every_upstream_row_reaches_the_loss_with_its_own_normalised_r_minus_v_prev(upstream_micro_batches):

@@ -147,9 +147,6 @@ def test_v1_training_step_metrics_carry_the_judge_failure_share(transfer_queue):
     tq.kv_batch_put(keys=keys, partition_id="train", fields=list_of_dict_to_tensordict(list(rows.values())), tags=tags)
     batch = tq.KVBatchMeta(partition_id="train", keys=keys, tags=tags)
     metrics = {}
-    try:
-        _metrics_trainer()._compute_metrics(batch, metrics, {"step": 1.0}, global_steps=5, epoch=0)
-    finally:
-        tq.kv_clear(keys=keys, partition_id="train")
+    _metrics_trainer()._compute_metrics(batch, metrics, {"step": 1.0}, global_steps=5, epoch=0)
     assert metrics[METRIC] == pytest.approx(2 / 4)
     assert metrics["critic/score/mean"] == pytest.approx(-0.5)  # verl's own metrics from the same step

@@ -122,7 +122,6 @@ def test_advantage_step_writes_skpo_advantages_and_updates_the_trackers(transfer
     assert metrics["skpo/rollout/candidate_tokens_mean"] == 15.0
     assert metrics["skpo/rollout/segment_nll_mean"] == 1.5
     assert metrics["skpo/upstream/segment_length_mean"] == 2.5 and metrics["skpo/downstream/answer_length_mean"] == 4.5
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(transfer_queue):
@@ -164,7 +163,6 @@ def test_padding_copies_of_a_downstream_first_row_are_not_counted_as_answers(tra
     mask = tq.kv_batch_get(keys=batch.keys, partition_id="train", select_fields=["response_mask"])["response_mask"]
     counts = step_role_counts(out["skpo_upstream_mask"], mask)
     assert counts == {"upstream_rows": 2, "upstream_tokens": 5, "downstream_tokens": 27}
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_the_early_eos_share_is_over_the_candidates_when_fewer_than_g(transfer_queue):
@@ -173,7 +171,6 @@ def test_the_early_eos_share_is_over_the_candidates_when_fewer_than_g(transfer_q
     metrics = {}
     _trainer(["+algorithm.skpo.num_candidates=2"])._compute_advantage(batch, metrics)
     assert metrics["skpo/rollout/early_eos_share"] == pytest.approx(1 / 2)
-    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(transfer_queue):
@@ -191,7 +188,6 @@ def test_a_second_visit_uses_the_pre_update_baseline_and_steps_based_forgetting(
     assert metrics["skpo/upstream/advantage_mean"] == pytest.approx(0.0, abs=1e-12)
     # Beta update with rho: alpha = .875*alpha + r, beta = .875*beta + (1-r); same r → V unchanged.
     assert trainer.skpo_state.values.value(10) == pytest.approx(2 / 3)
-    tq.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_rows_without_the_skpo_fields_are_refused_with_the_agent_loop_fix(transfer_queue):
@@ -205,7 +201,6 @@ def test_rows_without_the_skpo_fields_are_refused_with_the_agent_loop_fix(transf
     batch = tq.KVBatchMeta(partition_id="train", keys=["uC_0_0"], tags=[{}])
     with pytest.raises(Exception, match="default_agent_loop=skpo_agent"):
         _trainer()._compute_advantage(batch, {})
-    tq.kv_clear(keys=["uC_0_0"], partition_id="train")
 
 
 def test_mini_batches_count_n_plus_one_rows_per_prompt():
@@ -245,7 +240,6 @@ def test_update_actor_sends_loss_settings_normalisers_and_n_plus_one_row_mini_ba
     # The step's 2 upstream rows (3 + 2 tokens) and 27 downstream tokens, over M = 1 mini-batch.
     assert seen["skpo_loss_normalisers"] == {"upstream_rows": 2.0, "upstream_tokens": 5.0, "downstream_tokens": 27.0}
     assert metrics["skpo/loss/mini_batches"] == 1
-    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_update_actor_refuses_a_batch_that_is_not_whole_mini_batches(transfer_queue):
@@ -254,7 +248,6 @@ def test_update_actor_refuses_a_batch_that_is_not_whole_mini_batches(transfer_qu
     trainer._compute_advantage(batch, {})
     with pytest.raises(RuntimeError, match="not a whole number of mini-batches of 8 rows"):
         _update_actor_extra_info(trainer, batch)
-    transfer_queue.kv_clear(keys=batch.keys, partition_id="train")
 
 
 def test_split_lengths_are_added_to_each_prompt_before_rollout():
