@@ -97,6 +97,25 @@ def test_warm_start_is_deterministic_and_lowers_the_loss(tiny):
         assert torch.equal(a, b)
 
 
+def test_warm_start_builds_the_same_model_whatever_threads_the_process_runs_and_restores_them(tiny):
+    """Machines with other core counts run torch with other thread counts; the warm start trains on one thread,
+    so they build the same model (bit for bit), and the caller's thread count is left as it was."""
+    path, tokenizer, load = tiny
+    spec = WarmStartSpec(steps=3, batch_size=16)
+    before = torch.get_num_threads()
+    models = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            models.append(load(path))
+            warm_start(models[-1], tokenizer, task.TaskSpec(), spec)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        assert torch.equal(a, b)
+
+
 def test_report_reads_verls_file_logger_and_writes_the_curve(tmp_path, monkeypatch):
     from verl.utils.tracking import FileLogger
 
