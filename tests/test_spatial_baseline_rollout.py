@@ -3,7 +3,7 @@ classes.
 
 First the `skpo_agent` loop itself, one instance per session as verl makes them, against the local tiny model
 (as `test_agent_loop.py`); then verl's V1 worker path (`AgentLoopWorkerTQ`, its reward loop and TransferQueue,
-as `test_agent_loop_v1.py`).
+as `test_agent_loop_v1.py`), whose stored rows the driver's advantage step and actor update then consume.
 Expected values are recomputed here from what the server returned.
 """
 
@@ -16,6 +16,7 @@ from test_agent_loop import PROBLEM, RESPONSE, SAMPLING, SPLIT, Recorder, expect
 from test_agent_loop_v1 import PROBLEMS, write_toy_task
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from v1_rollout import V1Rollout, question_ids
+from v1_trainer import v1_trainer
 
 from skpo_verl import rows as R
 from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
@@ -155,7 +156,7 @@ def test_an_odd_group_is_refused_by_every_session(tiny):
     assert all(isinstance(result, Exception) and "so G must be even" in str(result) for result in results)
 
 
-# --- verl's V1 worker: G + 2 rows per prompt in TransferQueue -----------------------------------------------------
+# --- verl's V1 worker: G + 2 rows per prompt in TransferQueue, then the driver's advantage step and update --------
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +188,7 @@ def v1(tmp_path_factory, transfer_queue):
     rollout.close()
 
 
-def test_verls_worker_stores_g_plus_two_rows_per_prompt(v1):
+def test_verls_worker_stores_g_plus_two_rows_per_prompt_and_the_driver_trains_on_them(v1):
     uids, listing = v1.rollout.generate(v1.rollout.dataset_batch([6, 5]), "train")
     assert all(listing[uid]["status"] == "finished" for uid in uids)
     row_keys = sorted(key for key in listing if key not in uids and key.rsplit("_", 2)[0] in uids)
@@ -200,6 +201,7 @@ def test_verls_worker_stores_g_plus_two_rows_per_prompt(v1):
     data = v1.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=fields)
     row = {key: i for i, key in enumerate(row_keys)}
     reward = {key: data["rm_scores"][row[key]].sum().item() for key in row_keys}
+    segment_rewards = []
     for uid, problem in zip(uids, PROBLEMS):
         q = question_ids(v1.tokenizer, problem)
         up_a, up_b = row[f"{uid}_0_0"], row[f"{uid}_2_0"]
@@ -214,4 +216,55 @@ def test_verls_worker_stores_g_plus_two_rows_per_prompt(v1):
                 assert (data[R.IS_UPSTREAM][row[key]].item(), data[R.SEGMENT_INDEX][row[key]].item()) == (0, index)
                 text = v1.tokenizer.decode(data["responses"][row[key]].tolist(), skip_special_tokens=True)
                 assert reward[key] == (1.0 if len(text) % 2 == 0 else -1.0)  # each answer judged on its own
+            segment_rewards.append(np.mean([reward[key] for key in answers]))
+
+    # The driver's advantage step on those rows (patches/trainer_v1.py `_compute_advantage`), recomputed by hand:
+    # R_I per segment, a = R_I - the prompt's mean R_I, normalised over the 4 upstream rows; the answers
+    # group-relative over their uid's G.
+    trainer = v1_trainer(
+        [
+            "algorithm.adv_estimator=skpo",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=skpo",
+            "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
+            f"actor_rollout_ref.rollout.n={G}",
+            "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+            SPATIAL,
+        ],
+        step=3,
+    )
+    tags = [{"status": "success"} for _ in row_keys]
+    batch = v1.tq.KVBatchMeta(partition_id="train", keys=row_keys, tags=tags)
+    metrics = {}
+    trainer._compute_advantage(batch, metrics)
+    out = v1.tq.kv_batch_get(keys=row_keys, partition_id="train", select_fields=["advantages"])
+    advantage = {key: float(a[0]) for key, a in zip(row_keys, out["advantages"].unbind())}
+
+    rewards_i = np.array(segment_rewards)  # [u0 s_a, u0 s_b, u1 s_a, u1 s_b]
+    a = rewards_i - np.repeat(rewards_i.reshape(2, 2).mean(axis=1), 2)
+    expected_up = np.zeros(4) if np.all(a == a[0]) else (a - a.mean()) / (a.std(ddof=1) + 1e-6)
+    up_keys = [f"{uid}_{s}_0" for uid in uids for s in (0, 2)]
+    assert [advantage[key] for key in up_keys] == pytest.approx(expected_up.tolist(), abs=1e-5)
+    for uid in uids:
+        answers = [f"{uid}_0_1", f"{uid}_1_0", f"{uid}_2_1", f"{uid}_3_0"]
+        r = np.array([reward[key] for key in answers])
+        expected = np.zeros(G) if np.all(r == r[0]) else (r - r.mean()) / (r.std(ddof=1) + 1e-6)
+        assert [advantage[key] for key in answers] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert metrics["skpo/upstream/rows"] == 4 and metrics["skpo/downstream/rows"] == 2 * G
+    ties = [segment_rewards[0] == segment_rewards[1], segment_rewards[2] == segment_rewards[3]]
+    assert metrics["skpo/upstream/spatial_tie_rate"] == np.mean(ties)
+    assert trainer.skpo_state.values.value(101) == pytest.approx((np.mean(segment_rewards[:2]) + 1) / 2)
+
+    # The actor update: one mini-batch of ppo_mini_batch_size = 2 whole prompts, 2 x (G + 2) = 12 rows.
+    trainer.distillation_config = None
+    seen = {}
+
+    class Workers:
+        def update_actor(self, batch):
+            seen.update(batch.extra_info)
+            return {"metrics": {"actor/mfu": 0.0, "actor/grad_norm": 1.0}}
+
+    trainer.actor_rollout_wg = Workers()
+    trainer._update_actor(batch, metrics)
+    assert seen["global_batch_size"] == 12 and seen["mini_batch_size"] == 12
+    assert seen["skpo_loss_normalisers"]["upstream_rows"] == 4.0 and metrics["skpo/loss/mini_batches"] == 1
     v1.tq.kv_clear(keys=row_keys, partition_id="train")
