@@ -254,3 +254,15 @@ def test_rows_per_prompt_are_g_plus_two_with_the_spatial_baseline():
     assert trainer._get_required_batch_multiple(8) == 24
     assert trainer.config.actor_rollout_ref.rollout.n == 4  # restored afterwards
     assert v1_trainer(SKPO)._get_required_batch_multiple(8) == math.lcm(8, 10)  # the paper: n + 1 rows
+
+
+def test_the_logprob_divergence_is_measured_once_per_prompt_on_s_a():
+    from types import SimpleNamespace
+
+    from skpo_verl.patches.trainer_v1 import _upstream_keys
+
+    _, _, rows = _batch(STEP_1)
+    batch = SimpleNamespace(keys=[f"row{i}" for i in range(len(rows.is_upstream))])
+    keys, prompt_keys = _upstream_keys(batch, rows)
+    # Per prompt 6 rows: s_a's upstream row (0), its 2 answers, s_b's upstream row (3), its 2 answers.
+    assert keys == ["row0", "row6", "row12"] and prompt_keys.tolist() == [7, 8, 9]
