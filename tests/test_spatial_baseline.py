@@ -10,6 +10,7 @@ import pytest
 import torch
 from v1_trainer import v1_trainer
 
+from skpo_verl import rows as R
 from skpo_verl.config import SKPOConfig
 from skpo_verl.core.tracker import tracker_to_reward
 from skpo_verl.rows import SKPORows
@@ -76,40 +77,26 @@ G = 4
 def _batch(prompts):
     """prompts: (uid, key, segments) with segments = ((s_a's answer rewards, their length), (s_b's ...)).
 
-    Rows as the agent loop returns them: s_a's upstream row (session 0) and answers (sessions 0, 1), then
-    s_b's upstream row (session G/2 = 2) and answers (sessions 2, 3). Every prompt's candidates decoded 12
-    tokens (on both segments' rows) and one of its 4 candidates ended early.
+    Rows as the agent loop returns them, read through the driver's `SKPORows.from_columns`: s_a's upstream row
+    (session 0) and answers (sessions 0, 1), then s_b's upstream row (session G/2 = 2) and answers (sessions 2,
+    3). Every prompt's candidates decoded 12 tokens (on both segments' rows) and one of its 4 candidates ended.
     """
-    fields = {name: [] for name in ("up", "key", "uid", "session", "segment", "reward", "length")}
-
-    def add(*values):
-        for name, value in zip(fields, values):
-            fields[name].append(value)
-
+    columns = {name: [] for name in (R.IS_UPSTREAM, R.PROMPT_KEY, R.GROUP, R.SESSION, R.SEGMENT_INDEX)}
+    answers = []  # (reward, length) per row; an upstream row's response is 2 tokens
     for uid, key, segments in prompts:
-        for index, (answers, length) in enumerate(segments):
+        for index, (rewards, length) in enumerate(segments):
             first = index * G // 2
-            add(True, key, uid, first, index, 0.0, 2)
-            for session, reward in enumerate(answers, start=first):
-                add(False, key, uid, session, index, reward, length)
-    n = len(fields["up"])
-    rows = SKPORows(
-        is_upstream=np.array(fields["up"]),
-        prompt_keys=np.array(fields["key"], dtype=object),
-        groups=np.array(fields["uid"], dtype=object),
-        sessions=np.array(fields["session"]),
-        is_padding=np.zeros(n, dtype=bool),
-        segment_lengths=np.full(n, 2),
-        split_lengths=np.full(n, 3),
-        completion_rewards=np.zeros(n),
-        segment_nll=np.ones(n),
-        candidate_tokens=np.full(n, 12),
-        early_eos_candidates=np.ones(n, dtype=int),
-        segment_indices=np.array(fields["segment"]),
-    )
+            for session, upstream in [(first, 1), *((s, 0) for s in range(first, first + len(rewards)))]:
+                for name, value in zip(columns, (upstream, key, uid, session, index)):
+                    columns[name].append(value)
+            answers += [(0.0, 2)] + [(reward, length) for reward in rewards]
+    n = len(answers)
+    constant = {R.SEGMENT_LENGTH: 2, R.SPLIT_LENGTH: 3, R.SEGMENT_NLL: 1.0, R.CANDIDATE_TOKENS: 12}
+    constant |= {R.EARLY_EOS_CANDIDATES: 1, R.COMPLETION_REWARD: 0.0, R.COMPLETION_TOKENS: 0}
+    rows = SKPORows.from_columns({**columns, **{name: [value] * n for name, value in constant.items()}}, [False] * n)
     token_rewards = torch.zeros(n, T)
     mask = torch.zeros(n, T)
-    for i, (reward, length) in enumerate(zip(fields["reward"], fields["length"])):
+    for i, (reward, length) in enumerate(answers):
         mask[i, :length] = 1
         token_rewards[i, length - 1] = reward
     return token_rewards, mask, rows

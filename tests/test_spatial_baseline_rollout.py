@@ -7,57 +7,25 @@ as `test_agent_loop_v1.py`), whose stored rows the driver's advantage step and a
 Expected values are recomputed here from what the server returned.
 """
 
-import asyncio
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
-from test_agent_loop import PROBLEM, RESPONSE, SAMPLING, SPLIT, Recorder, expected_segment, make_config, serve
-from test_agent_loop_v1 import PROBLEMS, write_toy_task
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from v1_rollout import V1Rollout, question_ids
+from test_agent_loop import PROBLEM, RESPONSE, SPLIT, Recorder, expected_segment, make_config, roll_out, serve
+from test_agent_loop_v1 import PROBLEMS
+from test_trainer_v1_shim import _update_actor_extra_info
+from v1_rollout import question_ids, tiny_model, toy_task_rollout
 from v1_trainer import v1_trainer
 
 from skpo_verl import rows as R
-from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
-from skpo_verl.demo.tiny_model import build_tiny_model
 
 G = 4
+SESSIONS = range(G)
 SPATIAL = "+algorithm.skpo.upstream_baseline=spatial"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny model and q, as `test_agent_loop.py` builds them."""
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    directory = build_tiny_model(str(tmp_path_factory.mktemp("tiny_model")))
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory).eval()
-    return SimpleNamespace(
-        dir=directory, tokenizer=tokenizer, model=model, eos=tokenizer.eos_token_id, q=question_ids(tokenizer, PROBLEM)
-    )
-
-
-def roll_out(tiny, config, server, group_size=G, step=1):
-    """The G sessions of one prompt, concurrently, as AgentLoopWorkerTQ._run_prompt runs them."""
-
-    async def session(session_id):
-        loop = instantiate_agent_loop("skpo_agent", config, server, tiny.tokenizer)
-        return await loop.run(
-            dict(SAMPLING),
-            raw_prompt=[{"role": "user", "content": PROBLEM}],
-            uid="prompt-0",
-            session_id=session_id,
-            index=7,
-            global_steps=step,
-            skpo_split_length=SPLIT,
-        )
-
-    async def all_sessions():
-        return await asyncio.gather(*(session(i) for i in range(group_size)), return_exceptions=True)
-
-    return asyncio.run(all_sessions())
+    return tiny_model(tmp_path_factory.mktemp("tiny_model"), PROBLEM)
 
 
 def cut(tiny, output):
@@ -69,7 +37,7 @@ def test_two_segments_each_answered_by_half_of_the_sessions(tiny):
     from skpo_verl.rollout.prompt_group import OPEN_GROUPS
 
     recorder = Recorder(serve(tiny, seed=3))
-    results = roll_out(tiny, make_config(tiny, SPATIAL, n=G), recorder)
+    results = roll_out(tiny, make_config(tiny, SPATIAL, n=G), recorder, sessions=SESSIONS)
 
     # Sessions 0 and G/2 = 2 return [upstream, answer]; sessions 1 and 3 their answer.
     assert [len(outputs) for outputs in results] == [2, 1, 2, 1]
@@ -109,7 +77,8 @@ def test_two_segments_each_answered_by_half_of_the_sessions(tiny):
 @pytest.mark.parametrize("step, first, second", [(2, np.min, np.max), (3, np.max, np.min)])
 def test_extreme_selection_keeps_both_extremes(tiny, step, first, second):
     recorder = Recorder(serve(tiny, seed=4))
-    results = roll_out(tiny, make_config(tiny, SPATIAL, "+algorithm.skpo.selection=extreme", n=G), recorder, step=step)
+    config = make_config(tiny, SPATIAL, "+algorithm.skpo.selection=extreme", n=G)
+    results = roll_out(tiny, config, recorder, sessions=SESSIONS, step=step)
 
     nlls = expected_segment([out for _, out in recorder.with_max_tokens(SPLIT)], SPLIT, tiny.eos)[2]
     assert results[0][0].skpo_segment_nll == pytest.approx(first(nlls))
@@ -119,39 +88,35 @@ def test_extreme_selection_keeps_both_extremes(tiny, step, first, second):
 @pytest.mark.parametrize(
     "overrides, layout",
     [
-        (["+algorithm.skpo.conditioning=continual"], "question+segment"),
-        (["+algorithm.skpo.conditioning=unconditional"], "question"),
-        (["+algorithm.skpo.skip_format=chat"], "segment-in-user-turn"),
+        (["+algorithm.skpo.conditioning=continual"], lambda q, segment: q + segment),
+        (["+algorithm.skpo.conditioning=unconditional"], lambda q, segment: q),
     ],
 )
 def test_each_half_answers_from_its_own_segment_in_every_conditioning(tiny, overrides, layout):
-    results = roll_out(tiny, make_config(tiny, SPATIAL, *overrides, n=G), serve(tiny))
+    results = roll_out(tiny, make_config(tiny, SPATIAL, *overrides, n=G), serve(tiny), sessions=SESSIONS)
     for leader, follower in ((0, 1), (2, 3)):
-        segment = results[leader][0].response_ids
-        if layout == "question+segment":
-            expected = tiny.q + segment
-        elif layout == "question":
-            expected = tiny.q
-        else:
-            text = tiny.tokenizer.decode(segment, skip_special_tokens=True) + "\n\n" + PROBLEM
-            expected = tiny.tokenizer.encode(
-                tiny.tokenizer.apply_chat_template(
-                    [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
-                ),
-                add_special_tokens=False,
-            )
+        expected = layout(tiny.q, results[leader][0].response_ids)
         assert results[leader][1].prompt_ids == expected and results[follower][0].prompt_ids == expected
     assert results[0][0].response_ids != results[2][0].response_ids
 
 
+def test_with_skip_format_chat_each_half_reads_its_own_segment_in_the_user_turn(tiny):
+    config = make_config(tiny, SPATIAL, "+algorithm.skpo.skip_format=chat", n=G)
+    results = roll_out(tiny, config, serve(tiny), sessions=SESSIONS)
+    for leader, follower in ((0, 1), (2, 3)):
+        segment = tiny.tokenizer.decode(results[leader][0].response_ids, skip_special_tokens=True)
+        for row in (results[leader][1], results[follower][0]):
+            assert segment + "\n\n" + PROBLEM in tiny.tokenizer.decode(row.prompt_ids)
+
+
 def test_the_default_rollout_keeps_one_segment_with_index_zero(tiny):
-    results = roll_out(tiny, make_config(tiny, n=G), serve(tiny))
+    results = roll_out(tiny, make_config(tiny, n=G), serve(tiny), sessions=SESSIONS)
     assert [len(outputs) for outputs in results] == [2, 1, 1, 1]
     assert all(row.skpo_segment_index == 0 for outputs in results for row in outputs)
 
 
 def test_an_odd_group_is_refused_by_every_session(tiny):
-    results = roll_out(tiny, make_config(tiny, SPATIAL, n=3), serve(tiny), group_size=3)
+    results = roll_out(tiny, make_config(tiny, SPATIAL, n=3), serve(tiny))  # sessions 0..2
     # verl builds each session's loop with Hydra, which wraps the ValueError and keeps its message.
     assert all(isinstance(result, Exception) and "so G must be even" in str(result) for result in results)
 
@@ -161,31 +126,11 @@ def test_an_odd_group_is_refused_by_every_session(tiny):
 
 @pytest.fixture(scope="module")
 def v1(tmp_path_factory, transfer_queue):
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    tmp = tmp_path_factory.mktemp("v1_spatial")
-    model_dir = build_tiny_model(str(tmp / "tiny_model"))
-    write_toy_task(tmp)
-    config = compose_rollout_config(
-        model_dir,
-        [
-            f"actor_rollout_ref.rollout.n={G}",
-            "data.max_prompt_length=64",
-            "data.max_response_length=16",
-            "actor_rollout_ref.rollout.prompt_length=96",
-            "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
-            f"data.train_files={tmp / 'train.parquet'}",
-            f"reward.custom_reward_function.path={tmp / 'reward.py'}",
-            "reward.custom_reward_function.name=parity_reward",
-            SPATIAL,
-        ],
+    setup = toy_task_rollout(
+        tmp_path_factory.mktemp("v1_spatial"), transfer_queue, [f"actor_rollout_ref.rollout.n={G}", SPATIAL]
     )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    server = LocalTokenServer(model, [tokenizer.eos_token_id], default_max_tokens=16, global_steps=3)
-    rollout = V1Rollout(config, tokenizer, server, transfer_queue)
-    yield SimpleNamespace(config=config, tokenizer=tokenizer, tq=transfer_queue, rollout=rollout)
-    rollout.close()
+    yield setup
+    setup.rollout.close()
 
 
 def test_verls_worker_stores_g_plus_two_rows_per_prompt_and_the_driver_trains_on_them(v1):
@@ -255,16 +200,7 @@ def test_verls_worker_stores_g_plus_two_rows_per_prompt_and_the_driver_trains_on
     assert trainer.skpo_state.values.value(101) == pytest.approx((np.mean(segment_rewards[:2]) + 1) / 2)
 
     # The actor update: one mini-batch of ppo_mini_batch_size = 2 whole prompts, 2 x (G + 2) = 12 rows.
-    trainer.distillation_config = None
-    seen = {}
-
-    class Workers:
-        def update_actor(self, batch):
-            seen.update(batch.extra_info)
-            return {"metrics": {"actor/mfu": 0.0, "actor/grad_norm": 1.0}}
-
-    trainer.actor_rollout_wg = Workers()
-    trainer._update_actor(batch, metrics)
+    seen, metrics = _update_actor_extra_info(trainer, batch)
     assert seen["global_batch_size"] == 12 and seen["mini_batch_size"] == 12
     assert seen["skpo_loss_normalisers"]["upstream_rows"] == 4.0 and metrics["skpo/loss/mini_batches"] == 1
     v1.tq.kv_clear(keys=row_keys, partition_id="train")
