@@ -13,8 +13,9 @@ a GRPO run in the same process is untouched. In short:
   with `algorithm.skpo.num_splits` = K > 1).
 - `_compute_advantage` (l.1743): replaced wholesale by SKPO's estimator on the row-contract
   fields (`skpo_verl.rows`); with `tracker.divergence=logprob` also re-scores returning prompts.
-- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): K x (n + 1) rows per prompt
-  (K = `algorithm.skpo.num_splits`, 1 in the paper).
+- `_get_required_batch_multiple` (l.1589) and `_update_actor` (l.1827): SKPO's rows per prompt,
+  K x (n + 1) (K = `algorithm.skpo.num_splits`, 1 in the paper), or n + 2 with
+  `algorithm.skpo.upstream_baseline=spatial`.
 - `_save_checkpoint` (l.948) / `_load_checkpoint` (l.850): save and restore `SKPOState`.
 """
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from skpo_verl import rows as R
+from skpo_verl.config import SKPOConfig
 from skpo_verl.patches.wrapping import wrap
 from skpo_verl.verl_version import require_verl_version
 
@@ -223,9 +225,10 @@ def _compute_advantage(original, self, batch, metrics):
 
 
 def _upstream_keys(batch, skpo_rows):
-    """TransferQueue keys and prompt keys of the stage-1 upstream rows (q -> s_1): with multi-split
-    the prompt's divergence D is measured on its first segment and serves all its stages."""
-    real = skpo_rows.is_upstream & ~skpo_rows.is_padding & (skpo_rows.stage_of_rows() == 1)
+    """TransferQueue keys and prompt keys of the stage-1 upstream rows of segment 0 (q -> s_1, or s_a with the
+    spatial baseline): the prompt's divergence D is measured on that one segment and serves all its rows."""
+    first = (skpo_rows.stage_of_rows() == 1) & (skpo_rows.segment_index_of_rows() == 0)
+    real = skpo_rows.is_upstream & ~skpo_rows.is_padding & first
     return [key for key, keep in zip(batch.keys, real) if keep], skpo_rows.prompt_keys[real]
 
 
@@ -371,21 +374,24 @@ def _as_list(column) -> list:
     return list(column)
 
 
-def rows_per_prompt(n: int, num_splits: int) -> int:
-    """SKPO's rows per prompt: K x (n downstream + 1 upstream), K = num_splits (1 in the paper).
+def rows_per_prompt(n: int, skpo: SKPOConfig) -> int:
+    """SKPO's rows per prompt for `algorithm.skpo` = `skpo`: K x (n downstream + 1 upstream), K = num_splits
+    (1 in the paper); with upstream_baseline=spatial n + 2 (two kept segments, one upstream row each).
 
     With multi-split a prompt whose later stages are skipped has fewer; verl pads a short batch
     up to whole mini-batches (`upsample_batch_to_divisible_size`), whose padding rows train nothing.
     """
-    return num_splits * (n + 1)
+    if skpo.upstream_baseline == "spatial":
+        return n + 2
+    return skpo.num_splits * (n + 1)
 
 
 @contextlib.contextmanager
-def _rows_per_prompt(config, num_splits: int = 1):
+def _rows_per_prompt(config, skpo: SKPOConfig):
     """Present rollout.n as SKPO's rows per prompt (`rows_per_prompt`) for mini-batch sizing."""
     rollout = config.actor_rollout_ref.rollout
     n = rollout.n
-    rollout.n = rows_per_prompt(n, num_splits)
+    rollout.n = rows_per_prompt(n, skpo)
     try:
         yield
     finally:
@@ -393,20 +399,22 @@ def _rows_per_prompt(config, num_splits: int = 1):
 
 
 def _get_required_batch_multiple(original, self, *args, **kwargs):
-    """`PPOTrainer._get_required_batch_multiple` (l.1589): verl's whole, with rollout.n read as K x (n + 1).
+    """`PPOTrainer._get_required_batch_multiple` (l.1589): verl's whole, with rollout.n read as SKPO's rows per
+    prompt.
 
-    verl sizes a mini-batch as `ppo_mini_batch_size * rollout.n` rows; SKPO has K x (n + 1) per prompt.
+    verl sizes a mini-batch as `ppo_mini_batch_size * rollout.n` rows; SKPO has K x (n + 1) per prompt, or
+    n + 2 with the spatial baseline (`rows_per_prompt`).
     """
     state = _state(self)
     if state is None:
         return original(self, *args, **kwargs)
-    with _rows_per_prompt(self.config, state.config.num_splits):
+    with _rows_per_prompt(self.config, state.config):
         return original(self, *args, **kwargs)
 
 
 def _update_actor(original, self, batch, metrics):
-    """`PPOTrainer._update_actor` (l.1827): verl's whole, with K x (n + 1) rows per prompt, the loss settings
-    and the loss normalisers.
+    """`PPOTrainer._update_actor` (l.1827): verl's whole, with SKPO's rows per prompt (`rows_per_prompt`), the
+    loss settings and the loss normalisers.
 
     `algorithm.skpo.loss` and each mini-batch's normalisers travel in the batch's `extra_info` (the
     actor workers see only the actor's config, and a mini-batch only its own rows);
@@ -417,22 +425,23 @@ def _update_actor(original, self, batch, metrics):
     state = _state(self)
     if state is None:
         return original(self, batch, metrics)
-    mini_batches = _mini_batches(self, batch, state.config.num_splits)
+    mini_batches = _mini_batches(self, batch, state.config)
     batch.extra_info[R.LOSS_CONFIG] = dataclasses.asdict(state.config.loss)
     batch.extra_info[R.LOSS_NORMALISERS] = dataclasses.asdict(_loss_normalisers(batch, mini_batches))
     metrics["skpo/loss/mini_batches"] = mini_batches
-    with _rows_per_prompt(self.config, state.config.num_splits):
+    with _rows_per_prompt(self.config, state.config):
         return original(self, batch, metrics)
 
 
-def _mini_batches(trainer, batch, num_splits: int) -> int:
+def _mini_batches(trainer, batch, skpo: SKPOConfig) -> int:
     """M, the actor's mini-batches per epoch: the (padded) batch's rows over a mini-batch's rows, as verl splits it."""
     actor, rollout = trainer.config.actor_rollout_ref.actor, trainer.config.actor_rollout_ref.rollout
-    mini_batch_rows = actor.ppo_mini_batch_size * rows_per_prompt(rollout.n, num_splits)
+    mini_batch_rows = actor.ppo_mini_batch_size * rows_per_prompt(rollout.n, skpo)
     if len(batch) % mini_batch_rows:
         raise RuntimeError(
             f"The SKPO batch has {len(batch)} rows, not a whole number of mini-batches of {mini_batch_rows} rows "
-            "(actor.ppo_mini_batch_size x K x (n + 1)), which verl's _balance_batch pads it to."
+            "(actor.ppo_mini_batch_size x SKPO's rows per prompt: K x (n + 1), or n + 2 with "
+            "algorithm.skpo.upstream_baseline=spatial), which verl's _balance_batch pads it to."
         )
     return len(batch) // mini_batch_rows
 

@@ -25,6 +25,7 @@ DOWNSTREAM_NORMS = ("group", "batch")
 DIVERGENCE_MEASURES = ("steps", "logprob")
 FIRST_VISIT_RULES = ("initial_value", "zero")
 UPSTREAM_NORMS = ("batch", "rms")
+UPSTREAM_BASELINES = ("tracker", "spatial")
 UPSTREAM_ADVANTAGES = ("paper", "oracle", "random")
 LOSS_AGGREGATIONS = ("per_role", "token_mean")
 
@@ -108,6 +109,13 @@ class SKPOConfig:
     # (std_B a + eps), a = R_I - V_prev (SPO, the paper); "rms" = a / (sqrt(mean_B a^2) + eps), not
     # centred, so each row keeps the sign of its own R_I - V_prev (ours, the same intervention).
     upstream_norm: str = "batch"
+    # The baseline of the upstream advantage a = R_I - b: "tracker" = b = V_prev(q), the prompt's tracked value
+    # from before this step (SPO, the paper); "spatial" (ours; docs/algorithm.md, "Spatial upstream baseline") =
+    # the rollout keeps two segments s_a, s_b, each answered by G/2 of the G answers, and b = the mean of the
+    # prompt's two R_I, so a = +-(R_I(s_a) - R_I(s_b)) / 2 compares the segments, not the prompt's difficulty.
+    # Needs an even G and num_candidates >= 2; refused with num_splits > 1, own_completion and
+    # first_visit_upstream=zero.
+    upstream_baseline: str = "tracker"
     # Diagnostics, never the default (docs/algorithm.md, "Why SKPO loses on the CPU tasks"): what the upstream
     # term gives with a perfect signal and costs as pure noise. "paper": a = R_I - V_prev(q). "oracle": a = +1
     # if the kept segment's completed steps are all right, -1 otherwise, as `segment_judge` says. "random": a =
@@ -201,6 +209,7 @@ class SKPOConfig:
         if self.priority_eps <= 0:
             raise ValueError(f"algorithm.skpo.priority_eps={self.priority_eps} must be > 0.")
         self._check_num_splits()
+        self._check_upstream_baseline()
         self._check_diagnostics()
 
     def _check_diagnostics(self) -> None:
@@ -248,6 +257,47 @@ class SKPOConfig:
                 "each stage's upstream row is credited with the answers from its own skip-connected input; one "
                 "completion of the first candidate cannot credit the later segments. Use upstream_reward=mc_mean "
                 "(the paper) or first_answer, or num_splits=1."
+            )
+
+    def _check_upstream_baseline(self) -> None:
+        _check_choice("upstream_baseline", self.upstream_baseline, UPSTREAM_BASELINES)
+        if self.upstream_baseline == "tracker":
+            return
+        spatial = "algorithm.skpo.upstream_baseline=spatial"
+        back = "or upstream_baseline=tracker (the paper)."
+        if self.num_splits > 1:
+            raise ValueError(
+                f"{spatial} with num_splits={self.num_splits}: each later stage continues the one segment kept "
+                f"before it; two kept segments per stage would branch that chain (not implemented). Use num_splits=1, "
+                + back
+            )
+        if self.upstream_reward == "own_completion":
+            raise ValueError(
+                f"{spatial} with upstream_reward=own_completion: the spatial baseline compares the two kept segments "
+                "by the mean reward of each one's own G/2 answers from [s, q]; own_completion credits a segment with "
+                "one completion of its own candidate instead, which leaves the answers crediting nothing. Use "
+                "upstream_reward=mc_mean (the paper) or first_answer, " + back
+            )
+        if self.first_visit_upstream == "zero":
+            raise ValueError(
+                f"{spatial} with first_visit_upstream=zero: zero sets aside the rows judged against the tracker's "
+                "initial value, and the spatial baseline does not read the tracker (a first visit is compared with "
+                "its prompt's other segment like any visit), so it would only drop rows. Leave "
+                "first_visit_upstream=initial_value, " + back
+            )
+        if self.num_candidates is not None and self.num_candidates < 2:
+            raise ValueError(
+                f"{spatial} with num_candidates={self.num_candidates}: it keeps two different candidates per prompt. "
+                "Set num_candidates >= 2 (or null = G), " + back
+            )
+
+    def check_group_size(self, group_size: int) -> None:
+        """Refuse a G (`actor_rollout_ref.rollout.n`) this section cannot roll out, naming the keys."""
+        if self.upstream_baseline == "spatial" and group_size % 2:
+            raise ValueError(
+                f"algorithm.skpo.upstream_baseline=spatial with actor_rollout_ref.rollout.n={group_size}: the G "
+                "answers are shared equally by the two kept segments (G/2 each), so G must be even. Set rollout.n "
+                "to an even number, or upstream_baseline=tracker (the paper)."
             )
 
     @classmethod

@@ -12,7 +12,9 @@ This module is the one owner of every name and dtype that crosses a process boun
 A rollout for one prompt q emits one upstream row (prompt q, response s) and G downstream
 rows (prompt [s, q], response o_i); with `algorithm.skpo.num_splits` = K > 1, up to K such
 stages, stage k's rows carrying `skpo_stage` = k (upstream prompt [q, s_1..s_{k-1}], response
-s_k; downstream prompt [s_1..s_k, q]). No verl import here.
+s_k; downstream prompt [s_1..s_k, q]); with `algorithm.skpo.upstream_baseline=spatial`, two kept
+segments s_a, s_b, each with its upstream row and G/2 of the answers, their rows carrying
+`skpo_segment_index` = 0 and 1. No verl import here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ COMPLETION_TOKENS = "skpo_completion_tokens"
 # and whether the stage's kept candidate ended (EOS) within its split length, which stops later stages.
 STAGE = "skpo_stage"
 SEGMENT_ENDED = "skpo_segment_ended"
+# upstream_baseline=spatial: which of the prompt's two kept segments the row belongs to, 0 for s_a (the selection
+# rule's) and 1 for s_b; 0 on every row in the default mode.
+SEGMENT_INDEX = "skpo_segment_index"
 
 ROLLOUT_FIELDS: Mapping[str, type] = {
     IS_UPSTREAM: np.int64,
@@ -51,12 +56,13 @@ ROLLOUT_FIELDS: Mapping[str, type] = {
     COMPLETION_TOKENS: np.int64,
     STAGE: np.int64,
     SEGMENT_ENDED: np.int64,
+    SEGMENT_INDEX: np.int64,
 }
 
 # Columns verl already provides and SKPO relies on.
 PROMPT_KEY = "index"  # stable prompt id: the dataset's extra_info.index (must be present and unique)
 GROUP = "uid"  # one uid per prompt per step: groups the upstream row with its G downstream rows
-SESSION = "session_id"  # downstream answer number 0..G-1 (the upstream row shares session 0)
+SESSION = "session_id"  # downstream answer number 0..G-1 (an upstream row shares its session's: 0, or G/2 for s_b)
 
 # Driver -> rollout: added to each prompt before it is rolled out (read from the agent loop's kwargs).
 PROMPT_SPLIT_LENGTH = SPLIT_LENGTH
@@ -97,6 +103,8 @@ class SKPORows:
     # stage's kept candidate ended (EOS), for the stop metrics.
     stages: np.ndarray | None = None  # int [B]
     segment_ended: np.ndarray | None = None  # int [B]
+    # upstream_baseline=spatial: each row's kept segment, 0 (s_a) or 1 (s_b) (None = every row 0).
+    segment_indices: np.ndarray | None = None  # int [B]
 
     def stage_of_rows(self) -> np.ndarray:
         """int [B]: each row's stage, 1 where the batch carries none."""
@@ -111,11 +119,31 @@ class SKPORows:
         out[:] = [(group, int(stage)) for group, stage in zip(self.groups, stages)]
         return out
 
+    def segment_index_of_rows(self) -> np.ndarray:
+        """int [B]: each row's kept segment (upstream_baseline=spatial), 0 where the batch carries none."""
+        if self.segment_indices is None:
+            return np.zeros(len(self.is_upstream), dtype=np.int64)
+        return self.segment_indices
+
+    def segment_groups(self) -> np.ndarray:
+        """object [B]: the kept segment a row belongs to: its `stage_groups` label, paired with its segment
+        index when the batch holds second segments (upstream_baseline=spatial). An upstream row's R_I
+        is the mean reward of its segment group's answers."""
+        groups = self.stage_groups()
+        indices = self.segment_index_of_rows()
+        if not np.any(indices):
+            return groups
+        out = np.empty(len(groups), dtype=object)
+        out[:] = [(group, int(index)) for group, index in zip(groups, indices)]
+        return out
+
     @classmethod
     def from_columns(cls, columns: Mapping[str, Sequence], is_padding: Sequence[bool]) -> SKPORows:
         """Build from fetched columns (lists, arrays or tensors converted with `.tolist()`)."""
-        # Rows without the multi-split fields are stage 1 (what every row of a one-split run is).
-        missing = [name for name in ROLLOUT_FIELDS if name not in columns and name not in (STAGE, SEGMENT_ENDED)]
+        # Rows without the multi-split fields are stage 1 (what every row of a one-split run is), rows without
+        # a segment index segment 0 (what every row of the default mode is).
+        optional_fields = (STAGE, SEGMENT_ENDED, SEGMENT_INDEX)
+        missing = [name for name in ROLLOUT_FIELDS if name not in columns and name not in optional_fields]
         if missing:
             raise RuntimeError(
                 f"Training rows lack the SKPO fields {missing}: they were not produced by the skpo_agent agent loop. "
@@ -144,4 +172,5 @@ class SKPORows:
             completion_tokens=column(COMPLETION_TOKENS, np.int64),
             stages=optional(STAGE),
             segment_ended=optional(SEGMENT_ENDED),
+            segment_indices=optional(SEGMENT_INDEX),
         )

@@ -63,6 +63,10 @@ def _config_problems(config: Any) -> Iterable[str]:
             check_lengths(config)
         except SKPOLengthError as error:
             yield from error.problems
+        try:
+            skpo.check_group_size(int(_select(config, "actor_rollout_ref.rollout.n") or 0))
+        except ValueError as error:
+            yield str(error)
         if skpo.segment_judge is not None:
             from skpo_verl.training.segment_judge import load_segment_judge
 

@@ -12,15 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from v1_rollout import V1Rollout, question_ids
+from v1_rollout import question_ids, toy_task_rollout
 
 from skpo_verl import rows as R
-from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config
-from skpo_verl.demo.tiny_model import build_tiny_model
 
 G = 3
-RESPONSE = 16
+RESPONSE = 16  # the response budget of v1_rollout.toy_task_rollout
 SPLITS = [5, 7]  # the driver's t_q for the two prompts
 PROBLEMS = ["Add 2 and 3.", "What is 4 times 5?"]
 PROMPT_KEYS = [101, 202]  # extra_info.index: SKPO's stable prompt keys
@@ -50,32 +47,11 @@ def write_toy_task(directory) -> None:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, transfer_queue):
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    tmp = tmp_path_factory.mktemp("v1")
-    model_dir = build_tiny_model(str(tmp / "tiny_model"))
-    write_toy_task(tmp)
-    config = compose_rollout_config(
-        model_dir,
-        [
-            f"actor_rollout_ref.rollout.n={G}",
-            "actor_rollout_ref.rollout.val_kwargs.n=2",
-            "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
-            "data.max_prompt_length=64",
-            f"data.max_response_length={RESPONSE}",
-            "actor_rollout_ref.rollout.prompt_length=96",
-            "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
-            f"data.train_files={tmp / 'train.parquet'}",
-            f"reward.custom_reward_function.path={tmp / 'reward.py'}",
-            "reward.custom_reward_function.name=parity_reward",
-        ],
-    )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    server = LocalTokenServer(model, [tokenizer.eos_token_id], default_max_tokens=RESPONSE, global_steps=3)
-    rollout = V1Rollout(config, tokenizer, server, transfer_queue)
-    yield SimpleNamespace(config=config, tokenizer=tokenizer, worker=rollout.worker, tq=transfer_queue, rollout=rollout)
-    rollout.close()
+    validation = ["actor_rollout_ref.rollout.val_kwargs.n=2", "actor_rollout_ref.rollout.val_kwargs.temperature=1.0"]
+    overrides = [f"actor_rollout_ref.rollout.n={G}", *validation]
+    toy = toy_task_rollout(tmp_path_factory.mktemp("v1"), transfer_queue, overrides)
+    yield SimpleNamespace(**vars(toy), worker=toy.rollout.worker)
+    toy.rollout.close()
 
 
 def dataset_batch(setup, validate=False):

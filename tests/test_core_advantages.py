@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from skpo_verl.core.advantages import downstream_advantages, upstream_advantages, upstream_rewards
+from skpo_verl.core.advantages import (
+    downstream_advantages,
+    spatial_baselines,
+    upstream_advantages,
+    upstream_rewards,
+)
 
 EPS = 1e-6
 
@@ -77,6 +82,19 @@ def test_upstream_rewards_first_answer_is_the_session_zero_answer():
     # b: session 0 is row 5, reward -1; a: session 0 is row 2, reward 1
     out = upstream_rewards(rewards, groups, np.array(["b", "a"], dtype=object), "first_answer", sessions)
     np.testing.assert_array_equal(out, [-1.0, 1.0])
+
+
+def test_upstream_rewards_first_answer_is_the_answer_of_the_session_that_returned_the_upstream_row():
+    # The spatial baseline's second segment: its upstream row comes from session 2 of a G = 4 prompt,
+    # and its answers are sessions 2 and 3. Groups: a (sessions 0, 1) rewards [1, -1]; b (2, 3) [-1, 1].
+    rewards = np.array([1.0, -1.0, -1.0, 1.0])
+    groups = np.array(["a", "a", "b", "b"], dtype=object)
+    sessions = np.array([0, 1, 2, 3])
+    up = np.array(["a", "b"], dtype=object)
+    out = upstream_rewards(rewards, groups, up, "first_answer", sessions, sessions_up=np.array([0, 2]))
+    np.testing.assert_array_equal(out, [1.0, -1.0])
+    with pytest.raises(ValueError, match="'b' has 0 downstream rows with session 0"):
+        upstream_rewards(rewards, groups, up, "first_answer", sessions)
 
 
 def test_upstream_rewards_own_completion_is_each_upstream_rows_completion_reward():
@@ -207,3 +225,19 @@ def test_upstream_advantages_rms_scales_without_centring_so_each_row_keeps_its_s
         [0.0, 1.131371, 0.848528, 0.0],
         atol=1e-5,
     )
+
+
+def test_spatial_baselines_are_the_mean_r_i_of_each_prompts_two_segments():
+    # Prompt p: R_I(s_a) = 0.5, R_I(s_b) = -0.5 -> b = 0, a = +-0.5 = +-(0.5 - (-0.5)) / 2.
+    # Prompt q: 1 and 1 (a tie) -> b = 1, a = 0. Prompt r: -1, 0 (rows not adjacent) -> b = -0.5, a = -0.5, +0.5.
+    rewards = np.array([0.5, -0.5, 1.0, -1.0, 1.0, 0.0])
+    prompts = np.array(["p", "p", "q", "r", "q", "r"], dtype=object)
+    baselines = spatial_baselines(rewards, prompts)
+    np.testing.assert_array_equal(baselines, [0.0, 0.0, 1.0, -0.5, 1.0, -0.5])
+    np.testing.assert_array_equal(rewards - baselines, [0.5, -0.5, 0.0, -0.5, 0.0, 0.5])
+    # Then the paper's batch normalisation of a: mean 0, sample std sqrt(4 x 0.25 / 5) = sqrt(0.2) = 0.447214.
+    np.testing.assert_allclose(
+        upstream_advantages(rewards, baselines, EPS), np.array([1, -1, 0, -1, 0, 1]) * 0.5 / (0.2**0.5 + EPS)
+    )
+    with pytest.raises(ValueError, match="2 upstream rewards but 1 prompt labels"):
+        spatial_baselines(np.array([0.0, 1.0]), np.array(["p"], dtype=object))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skpo_verl.config import SKPOConfig
-from skpo_verl.core.selection import mean_nll, select_extreme, select_median, select_segment
+from skpo_verl.core.selection import mean_nll, select_extreme, select_median, select_segment, select_two_segments
 from skpo_verl.core.split import cut_early_candidate, fixed_split_length, sample_split_length, split_bounds
 
 LOW, HIGH = SKPOConfig().split_low, SKPOConfig().split_high  # 1/6, 1/2
@@ -143,6 +143,30 @@ def test_select_segment_dispatches_on_the_rule():
     assert select_segment(nlls, "extreme", step=1) == 2
     with pytest.raises(ValueError, match="selection rule"):
         select_segment(nlls, "mean", step=0)
+
+
+def test_two_segments_are_the_rules_choice_and_the_next_closest_to_the_median():
+    # median 0.5 (index 2); |d - 0.5| = [0.4, 0.4, 0, 0.2, 0.2]: next closest 0.7 and 0.3 tie -> index 3
+    assert select_two_segments([0.9, 0.1, 0.5, 0.7, 0.3], "median", step=0) == (2, 3)
+    # even G: median (2 + 3)/2 = 2.5, the two middle candidates are equally close: both kept, index 2 first
+    assert select_two_segments([4.0, 1.0, 3.0, 2.0], "median", step=0) == (2, 3)
+    # all equal: the lowest index, then the next one
+    assert select_two_segments([0.4, 0.4, 0.4], "median", step=0) == (0, 1)
+
+
+def test_two_segments_with_extreme_selection_are_both_extremes():
+    nlls = [0.3, 0.1, 0.9, 0.5]
+    # even step: s_a the min (index 1), s_b the max (index 2); odd step the other way round
+    assert select_two_segments(nlls, "extreme", step=0) == (1, 2)
+    assert select_two_segments(nlls, "extreme", step=1) == (2, 1)
+    # two candidates with the same NLL: still two different ones
+    assert select_two_segments([0.2, 0.2], "extreme", step=0) == (0, 1)
+    assert select_two_segments([0.2, 0.2], "extreme", step=1) == (0, 1)
+
+
+def test_two_segments_need_two_candidates():
+    with pytest.raises(ValueError, match="at least two candidates, got 1"):
+        select_two_segments([0.7], "median", step=0)
 
 
 @pytest.mark.parametrize("nlls", [[], [0.1, math.nan], [[0.1, 0.2]]])

@@ -287,6 +287,7 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
     )
     assert parsed("skpo_first_visit_zero").first_visit_upstream == "zero"
     assert parsed("skpo_upstream_rms").upstream_norm == "rms"
+    assert parsed("skpo_spatial").upstream_baseline == "spatial"
     assert parsed("skpo_offline_values") == judged  # its values file is added per seed
     assert METHODS["skpo_offline_values"].offline_values
     assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
@@ -299,6 +300,7 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         "skpo_first_visit_zero",
         "skpo_upstream_rms",
         "skpo_offline_values",
+        "skpo_spatial",
         "skpo_split_mid",
         "skpo_split_late",
         "skpo_two_splits",

@@ -8,17 +8,14 @@ Expected values are recomputed here from what the server returned.
 """
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from test_agent_loop import PROBLEM, RESPONSE, SAMPLING, EndsEarly, Recorder, expected_segment, make_config, serve
-from test_agent_loop_v1 import PROBLEMS, write_toy_task
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from v1_rollout import V1Rollout, question_ids
+from test_agent_loop_v1 import PROBLEMS
+from v1_rollout import question_ids, tiny_model, toy_task_rollout
 
 from skpo_verl import rows as R
-from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config, instantiate_agent_loop
-from skpo_verl.demo.tiny_model import build_tiny_model
+from skpo_verl.cpu.local_server import instantiate_agent_loop
 
 G = 3
 T1, T2 = 8, 5  # the driver's t_1 (skpo_split_length) and t_2 (skpo_later_split_lengths)
@@ -28,14 +25,7 @@ TWO_SPLITS = "+algorithm.skpo.num_splits=2"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny model and q, as `test_agent_loop.py` builds them."""
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    directory = build_tiny_model(str(tmp_path_factory.mktemp("tiny_model")))
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory).eval()
-    return SimpleNamespace(
-        dir=directory, tokenizer=tokenizer, model=model, eos=tokenizer.eos_token_id, q=question_ids(tokenizer, PROBLEM)
-    )
+    return tiny_model(tmp_path_factory.mktemp("tiny_model"), PROBLEM)
 
 
 def roll_out(tiny, config, server, t_2=T2, uid="prompt-0", step=1):
@@ -150,31 +140,11 @@ def test_a_failing_stage_two_candidate_fails_every_session(tiny):
 
 @pytest.fixture(scope="module")
 def v1(tmp_path_factory, transfer_queue):
-    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
-
-    tmp = tmp_path_factory.mktemp("v1_multi")
-    model_dir = build_tiny_model(str(tmp / "tiny_model"))
-    write_toy_task(tmp)
-    config = compose_rollout_config(
-        model_dir,
-        [
-            f"actor_rollout_ref.rollout.n={G}",
-            "data.max_prompt_length=64",
-            "data.max_response_length=16",
-            "actor_rollout_ref.rollout.prompt_length=96",
-            "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
-            f"data.train_files={tmp / 'train.parquet'}",
-            f"reward.custom_reward_function.path={tmp / 'reward.py'}",
-            "reward.custom_reward_function.name=parity_reward",
-            TWO_SPLITS,
-        ],
+    setup = toy_task_rollout(
+        tmp_path_factory.mktemp("v1_multi"), transfer_queue, [f"actor_rollout_ref.rollout.n={G}", TWO_SPLITS]
     )
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    server = LocalTokenServer(model, [tokenizer.eos_token_id], default_max_tokens=16, global_steps=3)
-    rollout = V1Rollout(config, tokenizer, server, transfer_queue)
-    yield SimpleNamespace(config=config, tokenizer=tokenizer, tq=transfer_queue, rollout=rollout)
-    rollout.close()
+    yield setup
+    setup.rollout.close()
 
 
 def test_verls_worker_stores_two_stages_of_rows_and_each_answer_keeps_its_own_reward(v1):

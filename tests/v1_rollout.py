@@ -78,6 +78,54 @@ class V1Rollout:
         return uids, self.tq.kv_list(partition)[partition]
 
 
+def tiny_model(directory, problem):
+    """The tiny model built in `directory`, its tokenizer, EOS id and the templated `problem` as q."""
+    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from skpo_verl.demo.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(str(directory))
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    return SimpleNamespace(
+        dir=model_dir, tokenizer=tokenizer, model=model, eos=tokenizer.eos_token_id, q=question_ids(tokenizer, problem)
+    )
+
+
+def toy_task_rollout(directory, transfer_queue, overrides):
+    """A `V1Rollout` of the tiny model (built in `directory`) on `test_agent_loop_v1`'s toy task (its two
+    problems, the parity reward), with 64 + 16 token budgets and room for a segment before q; `overrides`
+    set G and the SKPO keys under test. Close its `rollout` after use."""
+    import verl.experimental.agent_loop  # noqa: F401 - registers skpo_agent through the plugin hook
+    from test_agent_loop_v1 import write_toy_task
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from skpo_verl.cpu.local_server import LocalTokenServer, compose_rollout_config
+    from skpo_verl.demo.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(str(directory / "tiny_model"))
+    write_toy_task(directory)
+    config = compose_rollout_config(
+        model_dir,
+        [
+            "data.max_prompt_length=64",
+            "data.max_response_length=16",
+            "actor_rollout_ref.rollout.prompt_length=96",
+            "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
+            f"data.train_files={directory / 'train.parquet'}",
+            f"reward.custom_reward_function.path={directory / 'reward.py'}",
+            "reward.custom_reward_function.name=parity_reward",
+            *overrides,
+        ],
+    )
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    server = LocalTokenServer(model, [tokenizer.eos_token_id], default_max_tokens=16, global_steps=3)
+    rollout = V1Rollout(config, tokenizer, server, transfer_queue)
+    return SimpleNamespace(config=config, tokenizer=tokenizer, tq=transfer_queue, rollout=rollout)
+
+
 def question_ids(tokenizer, problem):
     """q as the agent loop tokenizes it: the chat template with the generation prompt."""
     text = tokenizer.apply_chat_template(

@@ -121,6 +121,8 @@ METHODS = {
     "skpo_first_visit_zero": Method("skpo", ("+algorithm.skpo.first_visit_upstream=zero",)),
     "skpo_upstream_rms": Method("skpo", ("+algorithm.skpo.upstream_norm=rms",)),
     "skpo_offline_values": Method("skpo", offline_values=True),
+    # Two kept segments per prompt, each judged against the other (docs/algorithm.md, "Spatial upstream baseline").
+    "skpo_spatial": Method("skpo", ("+algorithm.skpo.upstream_baseline=spatial",)),
     # Later splits than the paper's t_q ~ U[L/6, L/2].
     "skpo_split_mid": Method("skpo", split=(1 / 3, 2 / 3)),
     "skpo_split_late": Method("skpo", split=(1 / 2, 5 / 6)),

@@ -1,7 +1,8 @@
 """Rewards and advantages of the two roles (docs/algorithm.md, Rewards and Advantages). numpy, float64.
 
 Downstream answers get group-relative advantages (GRPO); the upstream segment gets its MC
-reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the batch (SPO).
+reward R_I minus the prompt's tracked baseline V_prev(q), normalised over the batch (SPO), or
+with `upstream_baseline=spatial` (ours) minus the mean R_I of its prompt's two kept segments.
 """
 
 from __future__ import annotations
@@ -79,13 +80,15 @@ def upstream_rewards(
     mode: str,
     sessions_down: np.ndarray | None = None,
     completion_rewards: np.ndarray | None = None,
+    sessions_up: np.ndarray | None = None,
 ) -> np.ndarray:
     """R_I for each upstream row.
 
         "mc_mean":         R_I = (1/G) sum_i R_II(o_i) over the group's downstream rows (the paper)
         "own_completion":  R_I = R(s + rest), the kept candidate's own completion ("w/o MC" ablation),
                            given per upstream row in `completion_rewards`
-        "first_answer":    R_I = R_II(o_0), the answer of session 0 (one MC sample)
+        "first_answer":    R_I = R_II(o_0), the answer of the session that returned the upstream row,
+                           session 0 (one MC sample); with upstream_baseline=spatial s_b's is session G/2
 
     Args:
         downstream_rewards: R_II, [B_down].
@@ -94,6 +97,7 @@ def upstream_rewards(
         mode: one of the above.
         sessions_down: answer number of each downstream row, [B_down]; needed by "first_answer".
         completion_rewards: R(s + rest) of each upstream row, [B_up]; needed by "own_completion".
+        sessions_up: the session that returned each upstream row, [B_up]; None: session 0 for every row.
     Returns:
         R_I, float64 [B_up].
     """
@@ -126,14 +130,39 @@ def upstream_rewards(
         elif mode == "own_completion":
             out[i] = completion_rewards[i]
         else:
-            first = [row for row in rows if sessions_down[row] == 0]
+            session = 0 if sessions_up is None else sessions_up[i]
+            first = [row for row in rows if sessions_down[row] == session]
             if len(first) != 1:
                 raise ValueError(
-                    f"Upstream group {group!r} has {len(first)} downstream rows with session 0; mode "
+                    f"Upstream group {group!r} has {len(first)} downstream rows with session {session}; mode "
                     "'first_answer' needs exactly one."
                 )
             out[i] = rewards[first[0]]
     return out
+
+
+def spatial_baselines(rewards: np.ndarray, prompts: np.ndarray) -> np.ndarray:
+    """The spatial upstream baseline (`upstream_baseline=spatial`, ours): the mean R_I of the row's prompt.
+
+        b_j = mean_{i : prompt(i) = prompt(j)} R_I(i)
+
+    Each prompt keeps two segments s_a, s_b, so the advantage a_j = R_I(j) - b_j is
+    +-(R_I(s_a) - R_I(s_b)) / 2: the two segments of one prompt, at the same number of answers,
+    compared with each other, so the prompt's difficulty cancels (docs/algorithm.md, "Spatial
+    upstream baseline (ours)"). It takes the place of V_prev(q) in `upstream_advantages`.
+
+    Args:
+        rewards: R_I, [B_up].
+        prompts: the prompt (uid) of each upstream row, [B_up].
+    Returns:
+        b, float64 [B_up].
+    """
+    rewards = _as_rewards(rewards, "upstream rewards")
+    if len(prompts) != len(rewards):
+        raise ValueError(f"{len(rewards)} upstream rewards but {len(prompts)} prompt labels.")
+    inverse, n_prompts = _group_index(prompts)
+    size = np.bincount(inverse, minlength=n_prompts).astype(np.float64)
+    return (np.bincount(inverse, weights=rewards, minlength=n_prompts) / size)[inverse]
 
 
 def upstream_advantages(rewards: np.ndarray, baselines: np.ndarray, eps: float) -> np.ndarray:
@@ -148,7 +177,7 @@ def upstream_advantages(rewards: np.ndarray, baselines: np.ndarray, eps: float) 
 
     Args:
         rewards: R_I, [B_up].
-        baselines: V_prev(q), [B_up].
+        baselines: V_prev(q), or `spatial_baselines` with upstream_baseline=spatial, [B_up].
         eps: > 0.
     Returns:
         normalised A, float64 [B_up].
@@ -178,7 +207,7 @@ def upstream_advantages_rms(rewards: np.ndarray, baselines: np.ndarray, eps: flo
 
     Args:
         rewards: R_I, [B_up].
-        baselines: V_prev(q), [B_up].
+        baselines: V_prev(q), or `spatial_baselines`, [B_up].
         eps: > 0.
     Returns:
         A, float64 [B_up].

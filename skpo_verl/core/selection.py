@@ -1,4 +1,5 @@
-"""Selecting the kept upstream segment among G candidates (docs/algorithm.md, Rollout step 4)."""
+"""Selecting the kept upstream segment among G candidates (docs/algorithm.md, Rollout step 4), and the second
+one that `upstream_baseline=spatial` keeps (docs/algorithm.md, "Spatial upstream baseline (ours)")."""
 
 from __future__ import annotations
 
@@ -58,3 +59,35 @@ def select_segment(nlls: Sequence[float], rule: str, step: int) -> int:
     if rule not in SELECTION_RULES:
         raise ValueError(f"Unknown selection rule {rule!r}; expected one of {', '.join(SELECTION_RULES)}.")
     return SELECTION_RULES[rule](nlls, step)
+
+
+# upstream_baseline=spatial (ours): rule name -> score(nlls, step) whose argmin over the candidates other than
+# the first kept one is the second kept one: the next closest to the median, or the other extreme.
+_SECOND_SCORES = {
+    "median": lambda nlls, step: np.abs(nlls - np.median(nlls)),
+    "extreme": lambda nlls, step: -nlls if step % 2 == 0 else nlls.copy(),
+}
+assert _SECOND_SCORES.keys() == SELECTION_RULES.keys()
+
+
+def select_two_segments(nlls: Sequence[float], rule: str, step: int) -> tuple[int, int]:
+    """(k_a, k_b): the two kept candidates of `upstream_baseline=spatial`, two different indices.
+
+        k_a = select_segment(d, rule, step)
+        median:   k_b = argmin_{k != k_a} |d_k - median_k d|       (the next closest to the median)
+        extreme:  k_b = argmax_{k != k_a} d_k on even steps, argmin_{k != k_a} d_k on odd steps
+                  (k_a is the min on even steps, the max on odd: k_b is the other extreme)
+
+    Ties go to the smallest index. For even G the two middle candidates are equally close to numpy's
+    median (their mean), so median selection keeps both of them.
+
+    Args:
+        nlls: d_1..d_K, [K], K >= 2.
+    """
+    nlls = _as_nlls(nlls)
+    if nlls.size < 2:
+        raise ValueError(f"Two kept segments need at least two candidates, got {nlls.size}.")
+    first = select_segment(nlls, rule, step)
+    score = _SECOND_SCORES[rule](nlls, step)
+    score[first] = np.inf
+    return first, int(np.argmin(score))

@@ -16,6 +16,12 @@ this order below):
 
 Session 0 returns `[upstream (q -> s), downstream_0]`; session i > 0 returns `[downstream_i]`.
 
+With `upstream_baseline=spatial` (ours; docs/algorithm.md, "Spatial upstream baseline (ours)")
+step 4 keeps two segments, s_a by the selection rule and s_b (`core.selection.select_two_segments`);
+sessions 0..G/2-1 answer from s_a, sessions G/2..G-1 from s_b, and the first session of each half
+returns its segment's upstream row: session 0 `[upstream (q -> s_a), downstream_0]`, session G/2
+`[upstream (q -> s_b), downstream_{G/2}]`. Every row carries its segment's `skpo_segment_index`.
+
 With `upstream_reward=own_completion` ("w/o MC") session 0 also completes the kept candidate
 (q -> s -> rest); the reward shim (`skpo_verl.patches.agent_loop`) judges it and writes the
 outcome on the upstream row. Each answer is judged alone, on exactly its own tokens, by verl's
@@ -59,7 +65,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from skpo_verl import rows
 from skpo_verl.config import SKPOConfig, skpo_config_from_algorithm
-from skpo_verl.core.selection import mean_nll, select_segment
+from skpo_verl.core.selection import mean_nll, select_segment, select_two_segments
 from skpo_verl.core.split import cut_early_candidate, split_length
 from skpo_verl.rollout import AGENT_CLASS, AGENT_NAME, multi_split  # noqa: F401 - AGENT_NAME is re-exported
 from skpo_verl.rollout.lengths import (
@@ -91,6 +97,7 @@ class SKPOAgentLoopOutput(AgentLoopOutput):
     skpo_completion_tokens: int = 0
     skpo_stage: int = 1
     skpo_segment_ended: int = 0
+    skpo_segment_index: int = 0
     # upstream_reward=own_completion: the kept candidate's own completion (q -> s -> rest), which
     # the reward shim judges and turns into skpo_completion_reward. Never stored as a column.
     _own_completion: AgentLoopOutput | None = PrivateAttr(default=None)
@@ -125,7 +132,8 @@ assert set(_DECLARED) == set(rows.ROLLOUT_FIELDS), f"row contract {tuple(rows.RO
 
 @dataclass(frozen=True)
 class KeptSegment:
-    """The segment s shared by the G answers of one prompt, with the statistics of its selection."""
+    """A kept segment s shared by the answers of one prompt (all G; G/2 each of s_a and s_b with the spatial
+    baseline), with the statistics of its selection."""
 
     token_ids: list[int]
     log_probs: list[float]
@@ -137,6 +145,7 @@ class KeptSegment:
     candidate: TokenOutput  # the kept candidate as generated, before the cut ("w/o MC" completes it)
     candidate_ended: bool  # whether the kept candidate ended (EOS) within t_q
     stage: int = 1  # multi-split: the stage k this segment was kept at
+    segment_index: int = 0  # upstream_baseline=spatial: 0 for s_a (the selection rule's), 1 for s_b
 
 
 NO_SEGMENT = KeptSegment([], [], 0.0, 0, 0, 0, {}, TokenOutput(token_ids=[]), False)
@@ -175,6 +184,7 @@ def rollout_setup(config, tokenizer) -> RolloutSetup:
         max_model_len_source=max_model_len_source,
         eos_token_ids=frozenset(model_eos_token_ids(config, tokenizer)),
     )
+    setup.skpo.check_group_size(setup.group_size)
     _setups[id(config)] = (config, setup)
     return setup
 
@@ -254,15 +264,21 @@ class SKPOAgentLoop(AgentLoopBase):
         return session_id
 
     async def _skip_connected(self, request: PromptRequest, session_id: int) -> list[AgentLoopOutput]:
-        """Session 0 makes the kept segment (steps 1-4) and shares it; every session answers from it (step 5)."""
+        """Session 0 makes the kept segment (steps 1-4) and shares it; every session answers from it (step 5).
+
+        With the spatial baseline session 0 shares two; each half of the sessions answers from one of them,
+        and the first session of each half returns its upstream row.
+        """
         started = time.perf_counter()
         completion = None
         with group_session(request.uid, self.setup.group_size, session_id, 2 * self.segment_timeout_s) as group:
             if session_id == 0:
-                segment = await self._segment(request, self._split_length(request))
-                group.publish(segment)
+                segments = await self._segments(request, self._split_length(request))
+                group.publish(segments)
             else:
-                segment = await group.kept_segment(self.segment_timeout_s)
+                segments = await group.kept_segment(self.segment_timeout_s)
+            answerers = self.setup.group_size // len(segments)  # sessions per kept segment: G, or G/2 (spatial)
+            segment = segments[session_id // answerers]
             answering = self._answer(request, segment.token_ids, session_id)
             if session_id == 0 and self.skpo.upstream_reward == "own_completion":
                 completing = self._complete_candidate(request, segment)
@@ -272,7 +288,7 @@ class SKPOAgentLoop(AgentLoopBase):
             else:
                 answer_prompt, answer = await group.unless_a_sibling_fails(session_id, answering)
         downstream = self._output(answer_prompt, answer, segment, is_upstream=False, started=started)
-        if session_id != 0:
+        if session_id % answerers:
             return [downstream]
         return [self._upstream_output(request.prompt_ids, segment, started, completion), downstream]
 
@@ -285,12 +301,13 @@ class SKPOAgentLoop(AgentLoopBase):
             t_q, "t_q", hint=" skpo_verl.rollout.lengths.check_lengths(config) checks this at start-up."
         )
 
-    async def _segment(
+    async def _segments(
         self, request: PromptRequest, t_q: int, context: list[int] | None = None, stage: int = 1
-    ) -> KeptSegment:
+    ) -> tuple[KeptSegment, ...]:
         """Steps 2-4: candidates stopped after t_q tokens, the early-EOS cut, the selection rule.
 
-        Multi-split's stage k >= 2 continues `context` = [q, s_1..s_{k-1}] instead of q.
+        The kept segment s; with upstream_baseline=spatial two, (s_a, s_b). Multi-split's stage
+        k >= 2 continues `context` = [q, s_1..s_{k-1}] instead of q.
         """
         candidates = await self._candidates(request, t_q, context, stage)
         ended = [self._ended(candidate.token_ids, t_q) for candidate in candidates]
@@ -327,21 +344,31 @@ class SKPOAgentLoop(AgentLoopBase):
 
     def _select(
         self, candidates: list[TokenOutput], kept_lengths: list[int], ended: list[bool], t_q: int, step: int
-    ) -> KeptSegment:
-        """Step 4: the selection rule (median mean-NLL by default) over the cut candidates keeps one as s."""
+    ) -> tuple[KeptSegment, ...]:
+        """Step 4: the selection rule (median mean-NLL by default) over the cut candidates keeps one as s.
+
+        upstream_baseline=spatial keeps two different candidates, s_a by the rule and s_b, the next
+        closest to the median (or, with `extreme`, the other extreme).
+        """
         nlls = [mean_nll(candidate.log_probs[:keep]) for candidate, keep in zip(candidates, kept_lengths)]
-        chosen = select_segment(nlls, self.skpo.selection, step)
-        kept, keep = candidates[chosen], kept_lengths[chosen]
-        return KeptSegment(
-            token_ids=list(kept.token_ids[:keep]),
-            log_probs=list(kept.log_probs[:keep]),
-            nll=nlls[chosen],
-            split_length=t_q,
-            candidate_tokens=sum(len(candidate.token_ids) for candidate in candidates),
-            early_eos_candidates=sum(ended),
-            extra_fields=dict(kept.extra_fields),
-            candidate=kept,
-            candidate_ended=ended[chosen],
+        if self.skpo.upstream_baseline == "spatial":
+            chosen = select_two_segments(nlls, self.skpo.selection, step)
+        else:
+            chosen = (select_segment(nlls, self.skpo.selection, step),)
+        return tuple(
+            KeptSegment(
+                token_ids=list(candidates[k].token_ids[: kept_lengths[k]]),
+                log_probs=list(candidates[k].log_probs[: kept_lengths[k]]),
+                nll=nlls[k],
+                split_length=t_q,
+                candidate_tokens=sum(len(candidate.token_ids) for candidate in candidates),
+                early_eos_candidates=sum(ended),
+                extra_fields=dict(candidates[k].extra_fields),
+                candidate=candidates[k],
+                candidate_ended=ended[k],
+                segment_index=index,
+            )
+            for index, k in enumerate(chosen)
         )
 
     async def _answer(
@@ -524,6 +551,7 @@ class SKPOAgentLoop(AgentLoopBase):
             skpo_completion_tokens=0,
             skpo_stage=segment.stage,
             skpo_segment_ended=int(segment.candidate_ended),
+            skpo_segment_index=segment.segment_index,
         )
 
 

@@ -6,7 +6,7 @@ the same steps again, through the agent loop's own methods, on what was kept so 
 
 1. split length t_k: the driver's `skpo_later_split_lengths` column (`later_split_length`);
 2-4. session 0 samples candidates continuing [q, s_1..s_{k-1}] for t_k tokens, cuts them and
-   keeps s_k by the same rules (`SKPOAgentLoop._segment`), and publishes it;
+   keeps s_k by the same rules (`SKPOAgentLoop._segments`), and publishes it;
 5. every session answers again, from [s_1..s_k, q] (`SKPOAgentLoop._answer`).
 
 A stage runs only while `core.split.next_stage_runs` allows it (no EOS in the last kept
@@ -74,7 +74,7 @@ async def _keep_segments(loop: SKPOAgentLoop, request: PromptRequest, group: Pro
             ):
                 group.publish(None, stage)
                 return
-            segment = await loop._segment(request, t_k, _continued(request, kept), stage)
+            (segment,) = await loop._segments(request, t_k, _continued(request, kept), stage)
             kept.append(dataclasses.replace(segment, stage=stage))
             group.publish(kept[-1], stage)
     except BaseException as error:

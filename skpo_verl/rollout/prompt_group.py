@@ -4,8 +4,8 @@ verl's V1 worker runs the G sessions of a prompt concurrently in one event loop.
 session 0 produces the kept segment that every session answers from, so the sessions share
 one `PromptGroup` per prompt uid, held in `OPEN_GROUPS` while any of them runs:
 
-- session 0 `publish`es the segment (one per stage with multi-split); the others wait for it
-  with `kept_segment`;
+- session 0 `publish`es the segment (one per stage with multi-split; with the spatial upstream
+  baseline the pair s_a, s_b); the others wait for it with `kept_segment`;
 - the first session to fail records its error with `fail`; a session waiting for the segment
   or for its own request (`unless_a_sibling_fails`) then stops at once, naming the session
   that failed, instead of waiting for something that will never come;

@@ -11,6 +11,12 @@ Downstream rows are normalised within (uid, k); each (uid, k) has one upstream r
 with the MC mean of its own stage's answers, judged against its own tracker (the prompt's for
 k = 1, (prompt key, k) after), and normalised among the batch's stage-k upstream rows. With
 one split every row is stage 1 and all of this is the paper's computation, number for number.
+
+Spatial upstream baseline (`upstream_baseline=spatial`, docs/algorithm.md "Spatial upstream
+baseline (ours)"): each uid has two upstream rows, one per kept segment (`skpo_segment_index` 0
+and 1), each credited with the MC mean of its own G/2 answers; its baseline is the mean R_I of
+the uid's two segments instead of V_prev(q). Downstream rows are still normalised over all G
+answers of the uid, and the trackers take one observation per prompt, the mean of its R_I.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 
 from skpo_verl.core.advantages import (
     downstream_advantages,
+    spatial_baselines,
     upstream_advantages,
     upstream_advantages_by_stage,
     upstream_advantages_rms,
@@ -94,11 +101,12 @@ class AdvantageStep:
     # One entry per real upstream row, in batch order:
     upstream_keys: np.ndarray  # the prompt's stable key (tracker key)
     upstream_rewards: np.ndarray  # R_I
-    baselines: np.ndarray  # V_prev(q), reward space
+    baselines: np.ndarray  # reward space: V_prev(q), or with upstream_baseline=spatial the uid's mean R_I
     first_visit: np.ndarray  # bool: the prompt's value tracker had no observation before this step
     observed_lengths: np.ndarray  # this step's L_q observation (read for stage-1 rows only)
     upstream_stages: np.ndarray | None = None  # multi-split stage k of each upstream row (None: all 1)
-    # The paper's normalised R_I - V_prev, also when a diagnostic signal replaced it in `advantages`.
+    # The normalised R_I - baseline of the configured upstream_baseline (the paper's V_prev, or spatial), also
+    # when a diagnostic signal replaced it in `advantages`.
     paper_upstream_advantages: np.ndarray | None = None
     judged_clean: np.ndarray | None = None  # bool: the segment judge's verdict (None without a judge)
 
@@ -111,11 +119,12 @@ def skpo_advantages(
     upstream_signal: np.ndarray | None = None,
     judged_clean: np.ndarray | None = None,
 ) -> AdvantageStep:
-    """Downstream group advantages and upstream advantages against V_prev(q); reads the trackers, changes nothing.
+    """Downstream group advantages and upstream advantages against their baseline (V_prev(q), or spatial);
+    reads the trackers, changes nothing.
 
     Padding rows (verl's copies of a real row, `rows.is_padding`) get advantage 0 and are no
     one's group member, upstream reward or observation. `upstream_signal` (one value per real
-    upstream row, `algorithm.skpo.upstream_advantage=oracle|random`) replaces a = R_I - V_prev before
+    upstream row, `algorithm.skpo.upstream_advantage=oracle|random`) replaces a = R_I - baseline before
     the same normalisation; `judged_clean` is kept for the metrics.
     """
     cfg = state.config
@@ -125,18 +134,28 @@ def skpo_advantages(
     up = rows.is_upstream & ~rows.is_padding
     down = ~rows.is_upstream & ~rows.is_padding
     groups = rows.stage_groups()  # uid, or (uid, stage) with multi-split
-    _check_groups(groups[up], groups[down])
+    segments = rows.segment_groups()  # groups, or (uid, segment index) with the spatial baseline
+    _check_groups(rows, up, down, cfg.upstream_baseline == "spatial")
 
     advantages = np.zeros(len(rewards), dtype=np.float64)
     advantages[down] = downstream_advantages(rewards[down], groups[down], cfg.adv_eps, cfg.downstream_norm)
     completion = rows.completion_rewards[up] if rows.completion_rewards is not None else None
     up_rewards = upstream_rewards(
-        rewards[down], groups[down], groups[up], cfg.upstream_reward, rows.sessions[down], completion
+        rewards[down],
+        segments[down],
+        segments[up],
+        cfg.upstream_reward,
+        rows.sessions[down],
+        completion,
+        rows.sessions[up],
     )
     up_keys = rows.prompt_keys[up]
     up_stages = rows.stage_of_rows()[up]
     trackers = [(state.value_tracker(k), state.tracker_key(key, k)) for key, k in zip(up_keys, up_stages)]
-    baselines = np.array([tracker_to_reward(tracker.value(key)) for tracker, key in trackers], dtype=np.float64)
+    if cfg.upstream_baseline == "spatial":
+        baselines = spatial_baselines(up_rewards, groups[up])
+    else:
+        baselines = np.array([tracker_to_reward(tracker.value(key)) for tracker, key in trackers], dtype=np.float64)
     # A first visit: the row's tracker has no observation yet (online, or loaded from tracker.initial_values).
     first_visit = np.array([key not in tracker for tracker, key in trackers], dtype=bool)
     normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
@@ -161,7 +180,7 @@ def skpo_advantages(
         upstream_rewards=up_rewards,
         baselines=baselines,
         first_visit=first_visit,
-        observed_lengths=_observed_lengths(rows, groups, lengths, up, down, cfg.conditioning),
+        observed_lengths=_observed_lengths(rows, segments, lengths, up, down, cfg.conditioning),
         upstream_stages=up_stages,
         paper_upstream_advantages=paper,
         judged_clean=judged_clean,
@@ -204,19 +223,33 @@ def _one_observation_per_prompt(keys, rewards, lengths):
     ]
 
 
-def _check_groups(up_groups: np.ndarray, down_groups: np.ndarray) -> None:
-    """Every prompt must contribute exactly one upstream row and at least one downstream row."""
-    up_list = list(up_groups)
-    duplicated = sorted({g for g in up_list if up_list.count(g) > 1})
-    orphan_up = sorted(set(up_list) - set(down_groups))
-    orphan_down = sorted(set(down_groups) - set(up_list))
-    if duplicated or orphan_up or orphan_down:
+def _check_groups(rows: SKPORows, up: np.ndarray, down: np.ndarray, spatial: bool) -> None:
+    """Every kept segment must contribute exactly one upstream row and at least one downstream row, and every
+    prompt (uid, and stage) its segments: index 0 alone, or with upstream_baseline=spatial both 0 and 1."""
+    segments = rows.segment_groups()
+    up_list = list(segments[up])
+    duplicated = sorted({g for g in up_list if up_list.count(g) > 1}, key=str)
+    orphan_up = sorted(set(up_list) - set(segments[down]), key=str)
+    orphan_down = sorted(set(segments[down]) - set(up_list), key=str)
+    expected = {0, 1} if spatial else {0}
+    kept: dict = {}
+    for group, index in zip(rows.stage_groups()[up], rows.segment_index_of_rows()[up]):
+        kept.setdefault(group, set()).add(int(index))
+    wrong_segments = sorted((group for group, indices in kept.items() if indices != expected), key=str)
+    if duplicated or orphan_up or orphan_down or wrong_segments:
+        layout = (
+            "two kept segments (skpo_segment_index 0 and 1), each with one upstream row and its downstream rows, "
+            "as algorithm.skpo.upstream_baseline=spatial rolls out"
+            if spatial
+            else "one upstream row (skpo_segment_index 0) and its downstream rows"
+        )
         raise ValueError(
-            "SKPO batch is malformed: each uid needs one upstream row and its downstream rows "
-            f"(uids with several upstream rows: {duplicated[:3]}, without downstream rows: {orphan_up[:3]}, "
-            f"without an upstream row: {orphan_down[:3]}). Use the skpo_agent agent loop "
-            "(actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent) and do not drop rows between "
-            "rollout and training (e.g. algorithm.filter_groups)."
+            f"SKPO batch is malformed: each uid needs {layout} (segments with several upstream rows: "
+            f"{duplicated[:3]}, without downstream rows: {orphan_up[:3]}, without an upstream row: "
+            f"{orphan_down[:3]}; uids with other segment indices than {sorted(expected)}: {wrong_segments[:3]}). "
+            "Use the skpo_agent agent loop (actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent) with "
+            "the run's algorithm.skpo settings and do not drop rows between rollout and training (e.g. "
+            "algorithm.filter_groups)."
         )
 
 
@@ -226,7 +259,8 @@ def _observed_lengths(rows: SKPORows, groups, lengths, up, down, conditioning: s
     In `continual` mode an answer continues the kept segment, so the segment's tokens are
     part of the full response (the agent loop caps segment + answer at response_length, so
     the observation stays within the budget start-up checked); in `skip`/`unconditional` an
-    answer is complete on its own.
+    answer is complete on its own. With upstream_baseline=spatial each upstream row observes its
+    own segment's G/2 answers; the tracker takes the mean of the prompt's two (`update_trackers`).
     """
     answers: dict = {}  # group label -> its downstream rows, in batch order (a label may be a (uid, stage) tuple)
     for row in np.flatnonzero(down):
@@ -245,6 +279,9 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
     all stages' rows (an upstream row is one stage of one prompt, so `skpo/upstream/rows` x
     `skpo/rollout/candidate_tokens_mean` stays the step's candidate tokens), a downstream "group"
     is one (uid, stage); `_multi_split_metrics` adds each stage's own and the per-prompt totals.
+    With upstream_baseline=spatial they pool both kept segments' upstream rows (the baseline is
+    the spatial one), a downstream group is still the uid's G answers, and
+    `skpo/upstream/spatial_tie_rate` is the share of prompts whose two R_I are equal.
     """
     up, down = step.upstream, step.downstream
     groups = rows.stage_groups()
@@ -281,16 +318,21 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
         "skpo/split_length_mean": _mean(rows.split_lengths[first_stage]),
     }
     if rows.segment_nll is not None:
-        candidates_per_prompt = state.config.num_candidates or down.sum() / max(up.sum(), 1)  # None = G
+        # One upstream row per set of candidates: the spatial baseline's two segments were cut from the same ones.
+        sampled = up & (rows.segment_index_of_rows() == 0)
+        candidates_per_prompt = state.config.num_candidates or down.sum() / max(sampled.sum(), 1)  # None = G
         out["skpo/rollout/segment_nll_mean"] = _mean(rows.segment_nll[up])
-        # Per upstream row (one stage's candidates), so rows x mean is the step's candidate tokens for any K.
-        out["skpo/rollout/candidate_tokens_mean"] = _mean(rows.candidate_tokens[up])
-        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[up] / candidates_per_prompt)
+        # Per upstream row (one stage's candidates, or half a prompt's with the spatial baseline), so rows x mean
+        # is the step's candidate tokens for any K and either baseline.
+        out["skpo/rollout/candidate_tokens_mean"] = float(rows.candidate_tokens[sampled].sum() / max(up.sum(), 1))
+        out["skpo/rollout/early_eos_share"] = _mean(rows.early_eos_candidates[sampled] / candidates_per_prompt)
     if state.config.upstream_reward == "own_completion" and rows.completion_tokens is not None:
         # "w/o MC"'s extra decoding: the kept candidate's completion, per prompt.
         out["skpo/rollout/completion_tokens_mean"] = _mean(rows.completion_tokens[up])
     if state.config.num_splits > 1:
         out.update(_multi_split_metrics(rows, step, state))
+    if state.config.upstream_baseline == "spatial":
+        out["skpo/upstream/spatial_tie_rate"] = _spatial_tie_rate(rows.groups[up], step.upstream_rewards)
     if step.judged_clean is not None:
         out.update(oracle_agreement_metrics(step.paper_upstream_advantages, step.judged_clean, step.first_visit))
     return out
@@ -314,6 +356,14 @@ def oracle_agreement_metrics(paper: np.ndarray, judged_clean: np.ndarray, first_
         if signed.any():
             out[f"skpo/upstream/oracle_agreement_{kind}"] = float(agreeing.sum() / signed.sum())
     return out
+
+
+def _spatial_tie_rate(prompts: np.ndarray, rewards: np.ndarray) -> float:
+    """The share of prompts (uids) whose two kept segments' R_I are equal: the spatial baseline gives both 0."""
+    by_prompt: dict = {}
+    for prompt, reward in zip(prompts, rewards):
+        by_prompt.setdefault(prompt, set()).add(float(reward))
+    return _mean([len(seen) == 1 for seen in by_prompt.values()])
 
 
 def _per_prompt_sums(uids: np.ndarray, values: np.ndarray) -> np.ndarray:
