@@ -182,6 +182,21 @@ def test_the_diagnostics_pool_the_judges_agreement_over_steps():
     assert "| skpo | 50.0% (12) | 25.0% (4) | 75.0% | — | 5.0% | — |" in markdown
 
 
+def test_train_prompts_are_the_tasks_first_rows_in_a_file_of_their_own(tmp_path):
+    data = tmp_path / "long" / "data"
+    data.mkdir(parents=True)
+    pd.DataFrame({"extra_info": [{"index": i} for i in range(10)]}).to_parquet(data / "train.parquet")
+    settings = Settings(30, 2, prompts_per_step=4, task="long", train_prompts=6)
+    variables = learning._launcher_variables(settings, "skpo", str(tmp_path))
+    assert variables["TRAIN_FILE"] == str(data / "train_first6.parquet")
+    assert [row["index"] for row in pd.read_parquet(variables["TRAIN_FILE"])["extra_info"]] == [0, 1, 2, 3, 4, 5]
+    assert "TRAIN_FILE" not in learning._launcher_variables(Settings(30, 2, task="long"), "skpo", str(tmp_path))
+    with pytest.raises(ValueError, match="only 10 training prompts"):
+        learning.train_subset(str(tmp_path), "long", 11)
+    with pytest.raises(ValueError, match="--train-prompts 3 must hold at least one step's 4 prompts"):
+        Settings(30, 2, prompts_per_step=4, train_prompts=3)
+
+
 def test_mini_batches_set_the_actors_mini_batch_and_must_divide_the_prompts():
     assert learning_methods.settings_overrides(Settings(60, 2, prompts_per_step=32, mini_batches=4)) == [
         "actor_rollout_ref.actor.ppo_mini_batch_size=8"

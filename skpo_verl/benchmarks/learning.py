@@ -2,7 +2,7 @@
 
     python -m skpo_verl.benchmarks.learning [--task benchmark|long] [--methods grpo,skpo,...] [--seeds 0,1,2]
                                             [--steps N] [--val-every K] [--prompts-per-step P] [--mini-batches M]
-                                            [--jobs J] [--out-dir DIR] [--quick]
+                                            [--train-prompts N] [--jobs J] [--out-dir DIR] [--quick]
 
 Every run is `python -m verl.trainer.main_ppo` through the CPU launcher
 (`examples/cpu_tiny_skpo.sh`) on a chain-sum task and its warm-started tiny model
@@ -73,7 +73,21 @@ from skpo_verl.demo.report import read_metrics
 
 def _launcher_variables(settings: Settings, algo: str, workdir: str) -> dict[str, str]:
     launcher_variables = {name: str(getattr(settings, field)) for name, field in LAUNCHER_VARIABLES.items()}
+    if settings.train_prompts is not None:
+        launcher_variables["TRAIN_FILE"] = str(train_subset(workdir, settings.task, settings.train_prompts))
     return {**launcher_variables, "ALGO": algo, "WORKDIR": workdir}
+
+
+def train_subset(workdir: str, task: str, prompts: int) -> Path:
+    """The task's first `prompts` training rows as a parquet of their own (written once, beside the task's data)."""
+    data = Path(workdir) / task / "data"
+    path = data / f"train_first{prompts}.parquet"
+    if not path.exists():
+        rows = pd.read_parquet(data / "train.parquet")
+        if len(rows) < prompts:
+            raise ValueError(f"--train-prompts {prompts}: the {task} task has only {len(rows)} training prompts")
+        rows.head(prompts).to_parquet(path)
+    return path
 
 
 def offline_values(seed: int, settings: Settings, workdir: str, out_dir: Path, n0: int) -> dict:
@@ -182,6 +196,8 @@ def run_benchmark(
         raise ValueError(f"--jobs {jobs} must be >= 1")
     out_dir.mkdir(parents=True, exist_ok=True)
     prepare(workdir, settings.task)  # the warm start, once, outside every run's time
+    if settings.train_prompts is not None:
+        train_subset(workdir, settings.task, settings.train_prompts)
     print(
         f"task {settings.task}: {len(methods)} methods x {len(seeds)} seeds x {settings.steps} steps: about "
         f"{estimated_minutes(methods, len(seeds), settings) / jobs:.0f} min at the pace measured on the 2-core build "
@@ -222,6 +238,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--mini-batches", type=int, default=1, help="actor updates per step (the paper: 4; default 1, the CPU runs')"
     )
+    parser.add_argument(
+        "--train-prompts", type=int, default=None, help="RL on the task's first N training prompts (default: all)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="launcher runs at a time (default 1)")
     parser.add_argument("--out-dir", default="skpo_learning_benchmark")
     parser.add_argument("--workdir", default=os.path.expanduser(os.path.join("~", ".cache", "skpo_verl", "cpu_tiny")))
@@ -243,7 +262,7 @@ def main(argv=None) -> None:
         )
     if args.prompts_per_step is not None:
         settings = replace(settings, prompts_per_step=args.prompts_per_step)
-    settings = replace(settings, mini_batches=args.mini_batches)
+    settings = replace(settings, mini_batches=args.mini_batches, train_prompts=args.train_prompts)
     run_benchmark(methods, seeds, settings, Path(args.out_dir), args.workdir, n0, args.jobs)
 
 

@@ -154,11 +154,18 @@ class Settings:
     # prompts_per_step / mini_batches). 1 (the CPU default): one update, r = 1, the PPO clip never acts;
     # the paper: 4 (128 prompts in mini-batches of 32).
     mini_batches: int = 1
+    # RL on the task's first N training prompts (None: all of them), so that a prompt returns to its trackers
+    # more often at the same steps; the warm-started model is the same (it saw every training problem).
+    train_prompts: int | None = None
 
     def __post_init__(self):
         if self.mini_batches < 1 or self.prompts_per_step % self.mini_batches:
             raise ValueError(
                 f"--mini-batches {self.mini_batches} must divide --prompts-per-step {self.prompts_per_step}"
+            )
+        if self.train_prompts is not None and self.train_prompts < self.prompts_per_step:
+            raise ValueError(
+                f"--train-prompts {self.train_prompts} must hold at least one step's {self.prompts_per_step} prompts"
             )
 
 
