@@ -7,6 +7,7 @@ Batches are hand-built as in test_estimator.py; every number is worked out by ha
 import numpy as np
 import pytest
 from test_estimator import _batch
+from test_validation import SKPO
 
 from skpo_verl.config import SKPOConfig
 from skpo_verl.core.advantages import upstream_advantages
@@ -111,15 +112,6 @@ def test_a_diagnostic_signal_without_verdicts_is_an_error_naming_the_key():
     with pytest.raises(RuntimeError, match="set algorithm.skpo.segment_judge"):
         diagnostic_signal("oracle", None, 0, 1)
     assert diagnostic_signal("paper", None, 0, 1) is None
-
-
-SKPO = [
-    "algorithm.adv_estimator=skpo",
-    "actor_rollout_ref.actor.policy_loss.loss_mode=skpo",
-    "actor_rollout_ref.rollout.agent.default_agent_loop=skpo_agent",
-    "actor_rollout_ref.rollout.n=8",
-    "actor_rollout_ref.rollout.prompt_length=1024",
-]
 
 
 @pytest.mark.parametrize(

@@ -169,15 +169,16 @@ class Settings:
             )
 
 
-# The launcher's variables (examples/cpu_tiny_skpo.sh) that carry the settings.
-LAUNCHER_VARIABLES = {
+# The CPU launchers' variables (examples/cpu_tiny_skpo.sh, cpu_smollm2_skpo.sh) that carry a run's settings,
+# and this benchmark's: those and the task.
+RUN_VARIABLES = {
     "STEPS": "steps",
     "VAL_EVERY": "val_every",
     "PROMPTS_PER_STEP": "prompts_per_step",
     "GROUP_SIZE": "group_size",
     "LR": "lr",
-    "TASK": "task",
 }
+LAUNCHER_VARIABLES = {**RUN_VARIABLES, "TASK": "task"}
 
 
 def seed_overrides(seed: int) -> list[str]:

@@ -50,7 +50,7 @@ import psutil
 
 from skpo_verl.benchmarks import learning_report
 from skpo_verl.benchmarks.cpu_demo import REPO, load_average, run_launcher, tree_pss
-from skpo_verl.benchmarks.learning_methods import seed_overrides
+from skpo_verl.benchmarks.learning_methods import RUN_VARIABLES, seed_overrides
 from skpo_verl.benchmarks.learning_report import run_points
 from skpo_verl.demo.report import read_metrics
 
@@ -89,16 +89,9 @@ class Settings:
     val_size: int = VAL_SIZE
 
 
-# The launcher's variables that carry the settings.
-LAUNCHER_VARIABLES = {
-    "STEPS": "steps",
-    "VAL_EVERY": "val_every",
-    "PROMPTS_PER_STEP": "prompts_per_step",
-    "GROUP_SIZE": "group_size",
-    "LR": "lr",
-    "RESPONSE_LENGTH": "response_length",
-    "VAL_SIZE": "val_size",
-}
+# The launcher's variables that carry the settings: the CPU launchers' common ones, the answer budget and the
+# held-out set's size.
+LAUNCHER_VARIABLES = {**RUN_VARIABLES, "RESPONSE_LENGTH": "response_length", "VAL_SIZE": "val_size"}
 
 
 def estimated_minutes(methods: list[str], seeds: int, settings: Settings, evaluate: bool) -> float:
