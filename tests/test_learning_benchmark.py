@@ -303,6 +303,10 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
     assert parsed("skpo_first_visit_zero").first_visit_upstream == "zero"
     assert parsed("skpo_upstream_rms").upstream_norm == "rms"
     assert parsed("skpo_spatial").upstream_baseline == "spatial"
+    both = parsed("skpo_spatial_token_mean")
+    assert (both.upstream_baseline, both.loss.aggregation) == ("spatial", "token_mean")
+    perfect = parsed("skpo_oracle_token_mean")
+    assert (perfect.upstream_advantage, perfect.loss.aggregation) == ("oracle", "token_mean")
     assert parsed("skpo_offline_values") == judged  # its values file is added per seed
     assert METHODS["skpo_offline_values"].offline_values
     assert {name for name, method in METHODS.items() if method.algo == "skpo"} == {
@@ -316,6 +320,8 @@ def test_every_skpo_method_sets_the_algorithm_skpo_keys_it_names():
         "skpo_upstream_rms",
         "skpo_offline_values",
         "skpo_spatial",
+        "skpo_spatial_token_mean",
+        "skpo_oracle_token_mean",
         "skpo_split_mid",
         "skpo_split_late",
         "skpo_two_splits",

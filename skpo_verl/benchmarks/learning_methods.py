@@ -134,6 +134,14 @@ METHODS = {
     "skpo_oracle": Method("skpo", ("+algorithm.skpo.upstream_advantage=oracle",)),
     "skpo_random": Method("skpo", ("+algorithm.skpo.upstream_advantage=random",)),
     "skpo_token_mean": Method("skpo", ("+algorithm.skpo.loss.aggregation=token_mean",)),
+    # The two levers together: a signal without the prompt's difficulty, at a downstream token's weight
+    # (and, as a diagnostic, the perfect signal at that weight).
+    "skpo_spatial_token_mean": Method(
+        "skpo", ("+algorithm.skpo.upstream_baseline=spatial", "+algorithm.skpo.loss.aggregation=token_mean")
+    ),
+    "skpo_oracle_token_mean": Method(
+        "skpo", ("+algorithm.skpo.upstream_advantage=oracle", "+algorithm.skpo.loss.aggregation=token_mean")
+    ),
 }
 # Every one-split SKPO run asks the chain-sum tasks' judge about each kept segment: it logs how often the
 # upstream advantage has the segment's true sign (skpo/upstream/oracle_agreement_*), and the oracle and
