@@ -107,7 +107,7 @@ class AdvantageStep:
     upstream_stages: np.ndarray | None = None  # multi-split stage k of each upstream row (None: all 1)
     # The normalised R_I - baseline of the configured upstream_baseline (the paper's V_prev, or spatial), also
     # when a diagnostic signal replaced it in `advantages`.
-    paper_upstream_advantages: np.ndarray | None = None
+    estimated_upstream_advantages: np.ndarray | None = None
     judged_clean: np.ndarray | None = None  # bool: the segment judge's verdict (None without a judge)
 
 
@@ -160,9 +160,9 @@ def skpo_advantages(
     first_visit = np.array([key not in tracker for tracker, key in trackers], dtype=bool)
     normalise = upstream_advantages_rms if cfg.upstream_norm == "rms" else upstream_advantages
     excluded = first_visit if cfg.first_visit_upstream == "zero" else None
-    paper = upstream_advantages_by_stage(up_rewards, baselines, up_stages, cfg.adv_eps, normalise, excluded)
+    estimated = upstream_advantages_by_stage(up_rewards, baselines, up_stages, cfg.adv_eps, normalise, excluded)
     if upstream_signal is None:
-        advantages[up] = paper
+        advantages[up] = estimated
     else:
         if len(upstream_signal) != len(up_rewards):
             raise ValueError(f"{len(upstream_signal)} diagnostic upstream signals for {len(up_rewards)} upstream rows.")
@@ -182,7 +182,7 @@ def skpo_advantages(
         first_visit=first_visit,
         observed_lengths=_observed_lengths(rows, segments, lengths, up, down, cfg.conditioning),
         upstream_stages=up_stages,
-        paper_upstream_advantages=paper,
+        estimated_upstream_advantages=estimated,
         judged_clean=judged_clean,
     )
 
@@ -334,7 +334,7 @@ def step_metrics(rows: SKPORows, step: AdvantageStep, rhos: dict, state: SKPOSta
     if state.config.upstream_baseline == "spatial":
         out["skpo/upstream/spatial_tie_rate"] = _spatial_tie_rate(rows.groups[up], step.upstream_rewards)
     if step.judged_clean is not None:
-        out.update(oracle_agreement_metrics(step.paper_upstream_advantages, step.judged_clean, step.first_visit))
+        out.update(oracle_agreement_metrics(step.estimated_upstream_advantages, step.judged_clean, step.first_visit))
     return out
 
 
