@@ -13,7 +13,7 @@ import pytest
 
 from skpo_verl.benchmarks import learning, learning_methods, learning_report
 from skpo_verl.benchmarks.learning_methods import METHODS, SEGMENT_JUDGE, Settings
-from skpo_verl.benchmarks.learning_report import cost_to_reach, run_points, summary_table
+from skpo_verl.benchmarks.learning_report import cost_to_reach, format_markdown, run_points, summary_table
 from skpo_verl.demo.report import decoded_tokens, read_metrics
 
 ACC = "val-core/skpo_tiny/chain_sum/acc/mean@1"
@@ -380,3 +380,27 @@ def test_quick_runs_methods_and_writes_csv_curves_and_table(tmp_path):
     assert (
         "skpo/rollout/completion_tokens_mean" not in read_metrics(str(out / "runs" / "skpo_seed0" / "metrics.jsonl"))[1]
     )
+
+
+def test_cost_ratios_are_undefined_when_the_baseline_ends_where_it_started():
+    # GRPO ends at its step-0 accuracy 0.3 (both seeds): it "reaches" its target at step 0, after 0 samples and 0
+    # tokens, so no method's cost has a ratio to it. SKPO reaches 0.3 at step 2; "slow" never does.
+    points = pd.concat(
+        [
+            _points("grpo", 0, [0.3, 0.2, 0.3], 1000.0),
+            _points("grpo", 1, [0.3, 0.2, 0.3], 1000.0),
+            _points("skpo", 0, [0.2, 0.2, 0.4], 1000.0),
+            _points("slow", 0, [0.2, 0.2, 0.2], 1000.0),
+        ],
+        ignore_index=True,
+    )
+    table = summary_table(points)
+    indexed = table.set_index("method")
+    assert indexed.loc["grpo", "reach_step"] == 0 and indexed.loc["skpo", "reach_step"] == 2
+    assert pd.isna(indexed.loc["grpo", "samples_ratio"]) and pd.isna(indexed.loc["skpo", "tokens_ratio"])
+    markdown = format_markdown(table)
+    assert "grpo ends no better than at step 0" in markdown
+    skpo_row = next(line for line in markdown.splitlines() if line.startswith("| skpo |"))
+    assert skpo_row.split(" | ")[5:7] == ["—", "—"]
+    slow_row = next(line for line in markdown.splitlines() if line.startswith("| slow |"))
+    assert slow_row.split(" | ")[5:7] == ["not reached", "not reached"]

@@ -115,6 +115,14 @@ def seeds_reaching(points: pd.DataFrame, method: str, target: float) -> int:
     return int(rows["seed"].nunique())
 
 
+def _ratio(reach: dict | None, base: dict, cost: str) -> float | None:
+    """A method's cost to reach the target over the baseline's; None when the method never reaches it or the
+    baseline's own cost is zero (its final accuracy is no better than step 0, so there is nothing to divide by)."""
+    if reach is None or base[cost] == 0:
+        return None
+    return reach[cost] / base[cost]
+
+
 def summary_table(points: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     """Per method: final accuracy mean/std/95% t-interval over seeds, cost to reach the baseline's final accuracy
     (on the mean curve, and how many seeds reach it alone), tokens per step."""
@@ -149,8 +157,8 @@ def summary_table(points: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
                 "seeds": int(final.count()[method]),
                 "seeds_reaching": seeds_reaching(points, method, target),
                 "reach_step": reach["step"] if reach else None,
-                "samples_ratio": reach["samples"] / base["samples"] if reach else None,
-                "tokens_ratio": reach["tokens"] / base["tokens"] if reach else None,
+                "samples_ratio": _ratio(reach, base, "samples"),
+                "tokens_ratio": _ratio(reach, base, "tokens"),
                 "tokens_per_step": trained.loc[trained["method"] == method, "decoded_tokens"].mean(),
                 "step_time_s": trained.loc[trained["method"] == method, "step_time_s"].median(),
             }
@@ -160,11 +168,24 @@ def summary_table(points: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
     return table
 
 
+def _format_ratio(ratio: float | None, reached: bool) -> str:
+    if not reached:
+        return "not reached"
+    return "—" if ratio is None or pd.isna(ratio) else f"{ratio:.2f}"
+
+
 def format_markdown(table: pd.DataFrame, baseline: str = BASELINE) -> str:
     target = table.attrs["target"]
     lines = [
         f"Target: {baseline}'s final held-out accuracy, {target:.1%} (mean over seeds).",
         "",
+    ]
+    if (table["method"] == baseline).any() and table.loc[table["method"] == baseline, "reach_step"].iloc[0] == 0:
+        lines += [
+            f"{baseline} ends no better than at step 0, so the costs to reach its accuracy have no ratio (—).",
+            "",
+        ]
+    lines += [
         (
             "| method | final held-out accuracy (mean ± std) | 95% interval (t, over seeds) | seeds | step reached "
             "| samples to reach (x GRPO) | decoded tokens to reach (x GRPO) | seeds reaching alone "
@@ -182,8 +203,8 @@ def format_markdown(table: pd.DataFrame, baseline: str = BASELINE) -> str:
         lines.append(
             f"| {row.method} | {row.final_accuracy_mean:.1%} ± {row.final_accuracy_std:.1%} | {interval} | {row.seeds} "
             f"| {int(row.reach_step) if reached else 'not reached'} "
-            f"| {f'{row.samples_ratio:.2f}' if reached else 'not reached'} "
-            f"| {f'{row.tokens_ratio:.2f}' if reached else 'not reached'} "
+            f"| {_format_ratio(row.samples_ratio, reached)} "
+            f"| {_format_ratio(row.tokens_ratio, reached)} "
             f"| {row.seeds_reaching}/{row.seeds} | {row.tokens_per_step:.0f} | {row.step_time_s:.1f} s |"
         )
     return "\n".join(lines)
