@@ -338,7 +338,7 @@ def format_diagnostics_markdown(table: pd.DataFrame) -> str:
         "Upstream diagnostics over every step of every seed (— where a method logs none):",
         "",
         (
-            "| method | paper advantage has the judge's sign: first visits (rows) | revisits (rows) "
+            "| method | estimated advantage has the judge's sign: first visits (rows) | revisits (rows) "
             "| first-visit rate | clean segments | upstream clip fraction | upstream share of the loss weight |"
         ),
         "|---|---|---|---|---|---|---|",
