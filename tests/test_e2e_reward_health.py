@@ -31,13 +31,13 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 """
 
 
-def train_grpo(tmp_path: Path, setup: str):
+def train_grpo(workdir: Path, tmp_path: Path, setup: str):
     reward = tmp_path / "boxed_reward.py"
     reward.write_text(REWARD.format(setup=setup))
     ray_dir = short_ray_dir()
     try:
         return run_training(
-            tmp_path / "work",
+            workdir,
             tmp_path / "run",
             ray_dir,
             "grpo",
@@ -51,8 +51,8 @@ def train_grpo(tmp_path: Path, setup: str):
         shutil.rmtree(ray_dir, ignore_errors=True)
 
 
-def test_each_training_step_logs_the_judge_failure_share(tmp_path):
-    run = train_grpo(tmp_path, setup="")
+def test_each_training_step_logs_the_judge_failure_share(workdir, tmp_path):
+    run = train_grpo(workdir, tmp_path, setup="")
     assert run.returncode == 0, run.output[-6000:]
     assert sorted(run.metrics) == [0, 1, 2]  # 0: the launcher's validation before training
     for step in (1, 2):
@@ -60,12 +60,12 @@ def test_each_training_step_logs_the_judge_failure_share(tmp_path):
         assert 0.0 <= share <= 1.0, (step, share)
 
 
-def test_judges_that_cannot_start_stop_the_run_with_the_cause_in_its_log(tmp_path):
+def test_judges_that_cannot_start_stop_the_run_with_the_cause_in_its_log(workdir, tmp_path):
     broken = tmp_path / "broken" / "math_verify"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text('raise ImportError("math_verify broken on purpose")\n')
     # Judge processes get the reward worker's sys.path, so they import the broken package first.
-    run = train_grpo(tmp_path, setup=f"sys.path.insert(0, {str(broken.parent)!r})")
+    run = train_grpo(workdir, tmp_path, setup=f"sys.path.insert(0, {str(broken.parent)!r})")
     assert run.returncode not in (0, None) and not run.killed, run.output[-6000:]
     assert run.metrics == {}
     assert "JudgesUnavailable: SKPO's reward cannot judge answers" in run.output

@@ -1,4 +1,5 @@
-"""`skpo_verl.analysis.segment_effect` on the demo's warm-started model (built here, ~30 s on 2 cores)."""
+"""`skpo_verl.analysis.segment_effect` on the demo's warm-started model (the session's `workdir`, built once for
+every test that needs it)."""
 
 import pytest
 import torch
@@ -8,12 +9,12 @@ from skpo_verl.demo import task
 
 
 @pytest.fixture(scope="module")
-def demo_model(tmp_path_factory):
+def demo_model(workdir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from skpo_verl.demo.prepare import prepare
 
-    path = prepare(str(tmp_path_factory.mktemp("cpu_tiny")), "demo")["MODEL_PATH"]
+    path = prepare(str(workdir), "demo")["MODEL_PATH"]
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
     return model, AutoTokenizer.from_pretrained(path)
 
