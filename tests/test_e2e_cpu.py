@@ -4,8 +4,8 @@ bundled tiny model through `examples/cpu_tiny_skpo.sh`.
 
 The SKPO test trains with a checkpoint every 2 steps, kills the run (SIGKILL, no clean
 shutdown) once step 2 is checkpointed, then starts again with `trainer.resume_mode=auto`
-for step 3; GRPO trains two steps on two ranks with a reference model. Run alone with
-`pytest -m e2e`.
+for step 3 (GRPO trains on two ranks with a reference model in test_e2e_reward_health.py).
+Run alone with `pytest -m e2e`.
 """
 
 from __future__ import annotations
@@ -127,27 +127,6 @@ def assert_killed_after_checkpoint(run: Run, checkpoints: Path, step: int) -> No
 
 def checkpoint_step(checkpoints: Path) -> int:
     return int((checkpoints / "latest_checkpointed_iteration.txt").read_text())
-
-
-def test_grpo_trains_on_two_ranks_with_a_reference_model(workdir, tmp_path):
-    """GRPO with verl's single_turn_agent, on two FSDP2 ranks (gloo) and two hf_cpu replicas, with the KL loss's
-    reference model (forward-only FSDP2 with CPU offload). Resuming after a kill is the trainer's own path, the same
-    for both algorithms: the SKPO test below kills and resumes a run on two ranks."""
-    run = train(
-        workdir,
-        tmp_path / "run",
-        "grpo",
-        2,
-        "actor_rollout_ref.actor.use_kl_loss=True",
-        "actor_rollout_ref.actor.kl_loss_coef=0.001",
-        ranks=2,
-    )
-    assert_trained(run, [1, 2])
-    for step in (1, 2):
-        assert run.metrics[step]["actor/kl_loss"] >= 0
-        groups = rows_per_prompt(run.rollouts[step])
-        assert len(groups) == PROMPTS_PER_STEP
-        assert all(sorted(rows) == [(s, 0) for s in range(GROUP_SIZE)] for rows in groups.values())
 
 
 def skpo_state(checkpoints: Path, step: int) -> dict:

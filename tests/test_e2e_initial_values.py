@@ -82,7 +82,12 @@ def test_offline_values_estimated_through_verl_seed_the_trackers_of_an_skpo_run(
         metrics = run.metrics[step]
         assert metrics["skpo/tracker/prompts"] == 48  # every training prompt is tracked from the start
         assert metrics["skpo/upstream/first_visit_rate"] == 0.0
-        assert metrics["actor/grad_norm"] > 0
+        # The prioritized sampler favours prompts whose estimate is 0.5, and a step can still draw 8 whose 64
+        # answers are all wrong (seen once in CI: every R_I -1, so every upstream a = -1 - 0 centres to 0 and
+        # every group is uniform). Then, and only then, the gradient is zero.
+        uniform = metrics["critic/advantages/max"] == metrics["critic/advantages/min"] == 0.0
+        assert (metrics["actor/grad_norm"] > 0) != uniform, step
+    assert any(run.metrics[step]["actor/grad_norm"] > 0 for step in (1, 2))
 
     with open(checkpoints / "global_step_2" / "skpo_state.pt", "rb") as f:
         values = pickle.load(f)["values"]

@@ -7,8 +7,11 @@ agent-loop worker and weight sync (`ServerAdapter.update_weights` -> the engine'
   `main_ppo` does for `ROLLOUT=vllm bash examples/cpu_tiny_skpo.sh`, an SKPO rollout of two
   prompts through the trainer's own vLLM server, the actor's log-probs of those rows, one real
   training step with its weight sync, and the same rows scored again by engine and actor.
-- SKPO through the launcher: train, SIGKILL after the step-2 checkpoint, resume; GRPO: train two steps.
-- A vLLM engine that dies mid-run fails the run with vLLM's error, without a hang.
+- GRPO through the launcher: train two steps. Resuming after a kill is the trainer's own path: the hf_cpu SKPO
+  test (tests/test_e2e_cpu.py) kills and resumes a run, and its first weight sync after the checkpoint loads is
+  the same sync every vLLM run makes at start-up.
+- SKPO through the launcher: step 1 trains (rows, log-probs); then its vLLM engine dies, and the run fails with
+  vLLM's error, without a hang.
 
 Deadlines are generous: on the shared 2-core machine a vLLM start alone took 60-130 s.
 """
@@ -30,17 +33,7 @@ import psutil
 import pytest
 from e2e_cpu_harness import end_ray_processes, ray_processes, read_metrics, run_training, short_ray_dir
 from test_agent_loop import expected_segment
-from test_e2e_cpu import (
-    after_checkpoint,
-    assert_killed_after_checkpoint,
-    assert_skpo_rows,
-    assert_tracker_continues,
-    assert_trained,
-    checkpoint_step,
-    rows_per_prompt,
-    skpo_state,
-    train,
-)
+from test_e2e_cpu import MAX_ROLLOUT_ACTOR_LOGPROB_DIFF, assert_trained, rows_per_prompt, train
 
 pytestmark = [
     pytest.mark.e2e,
@@ -187,38 +180,6 @@ def test_a_request_vllm_refuses_reaches_the_caller_with_vllms_message(probe):
 RUN_TIMEOUT_S = 900
 
 
-def test_skpo_with_vllm_trains_and_resumes_after_a_kill(workdir, tmp_path):
-    checkpoints = tmp_path / "checkpoints"
-    common = (
-        f"trainer.default_local_dir={checkpoints}",
-        "trainer.save_freq=2",
-        "+algorithm.skpo.prioritized_sampling=false",
-    )
-    kill = after_checkpoint(tmp_path / "first", checkpoints, 2)
-    first = train(
-        workdir, tmp_path / "first", "skpo", 4, *common, kill_when=kill, rollout="vllm", timeout_s=RUN_TIMEOUT_S
-    )
-    # Every step: rollout log-probs == the actor's within 1e-4, so each weight sync reached vLLM.
-    assert_killed_after_checkpoint(first, checkpoints, 2)
-    assert_skpo_rows(first, [1, 2])
-    saved = skpo_state(checkpoints, 2)
-
-    resumed = train(
-        workdir,
-        tmp_path / "resumed",
-        "skpo",
-        3,
-        *common,
-        "trainer.resume_mode=auto",
-        rollout="vllm",
-        timeout_s=RUN_TIMEOUT_S,
-    )
-    assert_trained(resumed, [3])
-    assert_skpo_rows(resumed, [3])
-    assert checkpoint_step(checkpoints) == 3
-    assert_tracker_continues(saved, skpo_state(checkpoints, 3))
-
-
 def test_grpo_with_vllm_trains(workdir, tmp_path):
     """verl's stock GRPO (`single_turn_agent`) on the same CPU vLLM server: G rows per prompt, and every step's
     rollout log-probs equal the actor's (each weight sync reached vLLM). Resuming after a kill is the trainer's
@@ -274,6 +235,12 @@ def test_an_engine_that_dies_mid_run_fails_the_run_with_vllms_error_without_hang
     assert run.returncode != 0
     assert "EngineDeadError" in run.output, run.output[-6000:]
     assert max(read_metrics(run_dir / "metrics.jsonl")) < 6
+    # Before the engine died, step 1 trained as on hf_cpu: one upstream and G downstream rows per prompt, the
+    # rollout's log-probs the actor's (the weight sync reached vLLM).
+    step_1 = read_metrics(run_dir / "metrics.jsonl")[1]
+    assert step_1["training/rollout_probs_diff_valid"] == 1
+    assert step_1["training/rollout_probs_diff_max"] < MAX_ROLLOUT_ACTOR_LOGPROB_DIFF
+    assert (step_1["skpo/upstream/rows"], step_1["skpo/downstream/rows"]) == (8, 8 * GROUP_SIZE)
 
 
 class _Out:

@@ -367,12 +367,15 @@ QUICK_METHODS = ["grpo", "skpo_wo_mc"]
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(1800)  # the warm start (1-7 min on a shared 2-core machine) and 2 runs of 1-2.5 min side by side
-def test_quick_runs_methods_two_at_a_time_and_writes_csv_curves_and_table(tmp_path):
+@pytest.mark.timeout(1800)  # 2 runs of 1-2.5 min side by side on a shared 2-core machine
+def test_quick_runs_methods_two_at_a_time_and_writes_csv_curves_and_table(workdir, tmp_path):
+    # On the demo task, whose warm-started model the session's `workdir` already holds: no warm start here.
     out = tmp_path / "out"
     learning.main(
         [
             "--quick",
+            "--task",
+            "demo",
             "--methods",
             ",".join(QUICK_METHODS),
             "--jobs",
@@ -380,7 +383,7 @@ def test_quick_runs_methods_two_at_a_time_and_writes_csv_curves_and_table(tmp_pa
             "--out-dir",
             str(out),
             "--workdir",
-            str(tmp_path / "work"),
+            str(workdir),
         ]
     )
 

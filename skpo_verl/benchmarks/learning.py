@@ -1,6 +1,6 @@
 """Learning benchmark: held-out accuracy of SKPO, its ablations and baselines, per step, token and second.
 
-    python -m skpo_verl.benchmarks.learning [--task benchmark|long] [--methods grpo,skpo,...] [--seeds 0,1,2]
+    python -m skpo_verl.benchmarks.learning [--task benchmark|long|demo] [--methods grpo,skpo,...] [--seeds 0,1,2]
                                             [--steps N] [--val-every K] [--prompts-per-step P] [--mini-batches M]
                                             [--train-prompts N] [--jobs J] [--out-dir DIR] [--quick]
 
@@ -10,7 +10,8 @@ Every run is `python -m verl.trainer.main_ppo` through the CPU launcher
 run), each on its own local Ray cluster. `--task benchmark` (the default): 3 numbers from 1..9,
 665 training / 64 held-out problems, a careless first step. `--task long`: 5 numbers from 1..9,
 512 training / 256 held-out problems, a solver careless at any step that carries
-(docs/learning_benchmark.md, "The long task"). All methods get the same prompts per step, G,
+(docs/learning_benchmark.md, "The long task"). `--task demo`: the CPU demo's task (48 training /
+16 held-out problems), a quick look. All methods get the same prompts per step, G,
 steps, learning rate, mini-batches, response budget and seeds; a seed sets `data.seed` (verl's
 train sampler), `+algorithm.skpo.seed` (SKPO's split draws and prioritized sampler) and
 `actor_rollout_ref.rollout.seed` (the `hf_cpu` sampling generator).

@@ -65,6 +65,19 @@ TASK_DEFAULTS = {
         validation_s=1.1,
         offline_values_s=120.0,
     ),
+    # The CPU demo's task (48 training / 16 held-out problems, a 600-step warm start): a small one, for a quick look
+    # and the harness test; its pace is the benchmark task's.
+    "demo": TaskDefaults(
+        seeds=SEEDS,
+        steps=30,
+        val_every=5,
+        methods=("grpo", "skpo"),
+        start_up_s=50.0,
+        step_s_grpo=1.2,
+        step_s_skpo=1.6,
+        validation_s=0.5,
+        offline_values_s=60.0,
+    ),
     # Sizing runs on the long task (docs/learning_benchmark.md, "The long task").
     "long": TaskDefaults(
         seeds=(0, 1, 2, 3, 4),
