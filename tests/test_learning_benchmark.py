@@ -6,6 +6,7 @@ method, 1 seed, 4 held-out prompts) through verl's real trainer and checks the o
 shape only: no timing or accuracy assertion.
 """
 
+import json
 import math
 
 import pandas as pd
@@ -197,6 +198,19 @@ def test_train_prompts_are_the_tasks_first_rows_in_a_file_of_their_own(tmp_path)
         Settings(30, 2, prompts_per_step=4, train_prompts=3)
 
 
+def test_a_finished_run_is_reused_for_the_same_settings_whatever_its_threads(tmp_path):
+    record = tmp_path / "settings.json"
+    wanted = {"method": "skpo", "seed": 2, "overrides": ["+algorithm.skpo.seed=2"], "steps": 50}
+    assert learning.finished_run(record, wanted) is None  # never run
+    record.write_text(json.dumps({**wanted, "threads": 1}))
+    assert learning.finished_run(record, wanted) == {**wanted, "threads": 1}
+    assert learning.finished_run(record, {**wanted, "steps": 30}) is None
+    assert learning.finished_run(record, {**wanted, "seed": 3}) is None
+    # A record written before threads were kept: reused, its threads unknown (the environment's).
+    record.write_text(json.dumps(wanted))
+    assert learning.finished_run(record, wanted) == {**wanted, "threads": None}
+
+
 def test_mini_batches_set_the_actors_mini_batch_and_must_divide_the_prompts():
     assert learning_methods.settings_overrides(Settings(60, 2, prompts_per_step=32, mini_batches=4)) == [
         "actor_rollout_ref.actor.ppo_mini_batch_size=8"
@@ -208,6 +222,9 @@ def test_mini_batches_set_the_actors_mini_batch_and_must_divide_the_prompts():
     eight = learning_methods.estimated_minutes(["grpo"], 1, Settings(50, 5, task="long"))
     many = learning_methods.estimated_minutes(["grpo"], 1, Settings(50, 5, task="long", prompts_per_step=32))
     assert many - eight == pytest.approx(3 * 50 * learning_methods.TASK_DEFAULTS["long"].step_s_grpo / 60)
+    # Two runs at a time: the measured throughput (496 s one after the other, 421 s side by side), not 2x.
+    two = learning_methods.estimated_minutes(["grpo"], 1, Settings(50, 5, task="long"), jobs=2)
+    assert two == pytest.approx(eight * 421 / 496)
 
 
 def test_t_interval_by_hand():

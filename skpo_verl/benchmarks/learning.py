@@ -36,7 +36,9 @@ mean of the last 10 steps, the accuracy at step 10, the upstream diagnostics) an
 
 `--jobs J` runs J launcher runs at a time, each with OMP_NUM_THREADS = cores / J; a finished run
 with the same settings is reused (delete `runs/` to start over), so an interrupted benchmark
-resumes where it stopped. `estimated_minutes` prints the expected time (one run at a time) first.
+resumes where it stopped. `estimated_minutes` prints the expected time first. Two runs at a time finish about
+1.18x as many runs per hour as one on the 2-core build machine, and a run's thread count changes its float sums
+(docs/learning_benchmark.md, "Threads and --jobs").
 """
 
 from __future__ import annotations
@@ -131,6 +133,18 @@ def offline_values(seed: int, settings: Settings, workdir: str, out_dir: Path, n
     return {"path": str(path), "answers": n0 * len(initial.values), "tokens": initial.decoded_tokens}
 
 
+def finished_run(record: Path, wanted: dict) -> dict | None:
+    """The record of a finished run with the `wanted` settings, or None. The record also holds the run's
+    OMP_NUM_THREADS (`threads`, None = the environment's), which changes the float sums and so the run
+    (docs/learning_benchmark.md, "Threads and --jobs") but does not stop its reuse: a benchmark resumed
+    with another --jobs keeps its finished runs."""
+    if not record.exists():
+        return None
+    recorded = json.loads(record.read_text())
+    recorded.setdefault("threads", None)  # records written before threads were kept
+    return recorded if {k: v for k, v in recorded.items() if k != "threads"} == wanted else None
+
+
 def train(
     method: str,
     seed: int,
@@ -149,8 +163,9 @@ def train(
     if values is not None:
         overrides.append(f"+algorithm.skpo.tracker.initial_values={values['path']}")
     wanted = {"method": method, "seed": seed, "overrides": overrides, **asdict(settings)}
-    if record.exists() and json.loads(record.read_text()) == wanted:
-        print(f"  {method} seed {seed}: reusing {run_dir}", flush=True)
+    finished = finished_run(record, wanted)
+    if finished is not None:
+        print(f"  {method} seed {seed}: reusing {run_dir} (threads: {finished['threads'] or 'default'})", flush=True)
         return read_metrics(str(run_dir / "metrics.jsonl"))
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -169,7 +184,7 @@ def train(
     if returncode != 0:
         raise RuntimeError(f"{method} seed {seed} failed (exit {returncode}); see {run_dir / 'output.log'}")
     print(f"  {method} seed {seed}: {time.monotonic() - started:.0f} s ({load_average()})", flush=True)
-    record.write_text(json.dumps(wanted))
+    record.write_text(json.dumps({**wanted, "threads": threads}))
     return read_metrics(str(run_dir / "metrics.jsonl"))
 
 
@@ -201,7 +216,7 @@ def run_benchmark(
         train_subset(workdir, settings.task, settings.train_prompts)
     print(
         f"task {settings.task}: {len(methods)} methods x {len(seeds)} seeds x {settings.steps} steps: about "
-        f"{estimated_minutes(methods, len(seeds), settings) / jobs:.0f} min at the pace measured on the 2-core build "
+        f"{estimated_minutes(methods, len(seeds), settings, jobs):.0f} min at the pace measured on the 2-core build "
         f"machine{f' over {jobs} jobs at a time' if jobs > 1 else ''} ({load_average()})",
         flush=True,
     )

@@ -77,10 +77,11 @@ TASK_DEFAULTS = {
             "skpo_offline_values",
             "skpo_split_late",
         ),
+        # One run alone, seed 2 (docs/learning_benchmark.md, "Threads and --jobs"): GRPO 227 s, SKPO 269 s.
         start_up_s=50.0,
-        step_s_grpo=2.0,
-        step_s_skpo=2.6,
-        validation_s=3.0,
+        step_s_grpo=1.6,
+        step_s_skpo=2.3,
+        validation_s=4.2,
         offline_values_s=150.0,
     ),
 }
@@ -239,11 +240,18 @@ def method_overrides(method: str, settings: Settings) -> list[str]:
     return overrides
 
 
-def estimated_minutes(methods: list[str], seeds: int, settings: Settings) -> float:
+# Runs finished per hour at --jobs 2 over one at a time, on the 2-core build machine: GRPO and SKPO on the long
+# task, seed 2, took 227 s + 269 s one after the other and 389 s / 421 s side by side (docs/learning_benchmark.md,
+# "Threads and --jobs"). More jobs than cores are not measured; the estimate assumes no further gain.
+JOBS_2_THROUGHPUT = 496 / 421
+
+
+def estimated_minutes(methods: list[str], seeds: int, settings: Settings, jobs: int = 1) -> float:
+    """Minutes for `methods` x `seeds` runs at the task's measured pace, `jobs` runs at a time."""
     pace = TASK_DEFAULTS[settings.task]
     scale = settings.prompts_per_step / PROMPTS_PER_STEP  # the paces were measured at 8 prompts a step
     per_step = [scale * (pace.step_s_grpo if METHODS[m].algo == "grpo" else pace.step_s_skpo) for m in methods]
     validations = settings.steps // settings.val_every + 1
     runs = sum(pace.start_up_s + settings.steps * s + validations * pace.validation_s for s in per_step)
     estimates = pace.offline_values_s * sum(METHODS[m].offline_values for m in methods)
-    return seeds * (runs + estimates) / 60
+    return seeds * (runs + estimates) / 60 / (1.0 if jobs == 1 else JOBS_2_THROUGHPUT)
