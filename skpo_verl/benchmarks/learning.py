@@ -37,8 +37,7 @@ mean of the last 10 steps, the accuracy at step 10, the upstream diagnostics) an
 `--jobs J` runs J launcher runs at a time, each with OMP_NUM_THREADS = cores / J; a finished run
 with the same settings is reused (delete `runs/` to start over), so an interrupted benchmark
 resumes where it stopped. `estimated_minutes` prints the expected time first. Two runs at a time finish about
-1.18x as many runs per hour as one on the 2-core build machine, and a run's thread count changes its float sums
-(docs/learning_benchmark.md, "Threads and --jobs").
+1.2x as many runs per hour as one on the 2-core build machine (docs/learning_benchmark.md, "Threads and --jobs").
 """
 
 from __future__ import annotations
@@ -135,9 +134,9 @@ def offline_values(seed: int, settings: Settings, workdir: str, out_dir: Path, n
 
 def finished_run(record: Path, wanted: dict) -> dict | None:
     """The record of a finished run with the `wanted` settings, or None. The record also holds the run's
-    OMP_NUM_THREADS (`threads`, None = the environment's), which changes the float sums and so the run
-    (docs/learning_benchmark.md, "Threads and --jobs") but does not stop its reuse: a benchmark resumed
-    with another --jobs keeps its finished runs."""
+    OMP_NUM_THREADS (`threads`, None = the environment's), for the record only: a run is one draw whatever
+    its threads (a seed does not repeat a run; docs/learning_benchmark.md, "Threads and --jobs"), so a
+    benchmark resumed with another --jobs keeps its finished runs."""
     if not record.exists():
         return None
     recorded = json.loads(record.read_text())

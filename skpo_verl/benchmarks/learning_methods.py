@@ -241,9 +241,10 @@ def method_overrides(method: str, settings: Settings) -> list[str]:
 
 
 # Runs finished per hour at --jobs 2 over one at a time, on the 2-core build machine: GRPO and SKPO on the long
-# task, seed 2, took 227 s + 269 s one after the other and 389 s / 421 s side by side (docs/learning_benchmark.md,
-# "Threads and --jobs"). More jobs than cores are not measured; the estimate assumes no further gain.
-JOBS_2_THROUGHPUT = 496 / 421
+# task, seed 2, one after the other (496-503 s for both) and side by side (421-422 s), three pairs alternated:
+# median 1.19, range 1.18-1.19 (docs/learning_benchmark.md, "Threads and --jobs"). More jobs than cores are not
+# measured; the estimate assumes no further gain.
+JOBS_2_THROUGHPUT = 1.19
 
 
 def estimated_minutes(methods: list[str], seeds: int, settings: Settings, jobs: int = 1) -> float:
